@@ -1,0 +1,1 @@
+//! password (in progress)
