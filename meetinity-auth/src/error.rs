@@ -418,7 +418,9 @@ mod tests {
         let body = Error::new(ErrorKind::EmailTaken).to_body();
         assert_eq!(body["error"]["code"], 409);
         assert_eq!(body["error"]["reason"], "email_taken");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
 
     #[test]
@@ -428,7 +430,11 @@ mod tests {
             if let Some(prev) = seen.insert(k.reason(), *k) {
                 // The contract uses `invalid_token` for both access tokens (401)
                 // and one-time tokens (400).
-                assert_eq!(k.reason(), "invalid_token", "{prev:?} and {k:?} share a reason");
+                assert_eq!(
+                    k.reason(),
+                    "invalid_token",
+                    "{prev:?} and {k:?} share a reason"
+                );
             }
         }
     }

@@ -14,6 +14,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod flow;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 pub mod mail;
 pub mod model;
 pub mod password;
@@ -23,6 +26,7 @@ pub mod service;
 pub mod store;
 pub mod token;
 
-// pub use config::Config;
+pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 
+pub use service::AuthService;

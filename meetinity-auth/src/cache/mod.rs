@@ -21,13 +21,13 @@ mod moka;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use caching_store::CachingUserStore;
 #[cfg(feature = "moka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "moka")))]
-// pub use self::moka::MokaCache;
+pub use self::moka::MokaCache;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-// pub use self::redis::RedisCache;
+pub use self::redis::{RedisCache, RedisSettings};
+pub use caching_store::{CacheStats, CachingUserStore};
 
 /// A message on a fan-out topic (for example a revoked session id).
 #[derive(Debug, Clone, PartialEq, Eq)]

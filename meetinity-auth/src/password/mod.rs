@@ -1,1 +1,232 @@
-//! password (in progress)
+//! Password hashing (Argon2id) and strength rules.
+//!
+//! Hashing is deliberately slow, so it runs on Tokio's blocking thread pool,
+//! never on the async workers, and a semaphore bounds how many hashes run at
+//! once: a flood of logins queues up instead of stalling token verification.
+//!
+//! ```
+//! use meetinity_auth::password::check_strength;
+//! use meetinity_auth::secret::Password;
+//! assert!(check_strength(&Password::new("correct horse battery staple"), "a@example.com").is_ok());
+//! let err = check_strength(&Password::new("short"), "a@example.com").unwrap_err();
+//! assert_eq!(err.reason(), "weak_password");
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngCore;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::Password;
+
+/// Argon2id memory cost in KiB (OWASP minimum: 19 MiB).
+pub const ARGON2_M_COST_KIB: u32 = 19_456;
+/// Argon2id iterations (OWASP minimum with 19 MiB: 2).
+pub const ARGON2_T_COST: u32 = 2;
+/// Argon2id parallelism.
+pub const ARGON2_P_COST: u32 = 1;
+
+/// The fewest characters a password may have.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// The most bytes a password may have.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A PHC string with the parameters above, a random salt and a random
+/// output (no known password matches it): verifying against it costs the
+/// same as verifying against a real hash.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$7c2KKu2QktllfbaWgSFfxw$6JZi5sOBWtazBwTrx/ayN5X+TOP5Bc8agF0XChpMcXA";
+
+/// The bundled list of common breached passwords (see the header of
+/// `data/common-passwords.txt` for its origin and license).
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+});
+
+/// Hashes and verifies passwords with Argon2id (m=19456 KiB, t=2, p=1) on
+/// the blocking thread pool, at most `max_concurrent` at a time.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("algorithm", &"argon2id")
+            .field("m_cost_kib", &ARGON2_M_COST_KIB)
+            .field("t_cost", &ARGON2_T_COST)
+            .field("p_cost", &ARGON2_P_COST)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
+    }
+}
+
+fn params() -> Params {
+    // The constants are valid Argon2 parameters; the fallback is never taken.
+    Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
+        .unwrap_or_else(|_| Params::default())
+}
+
+impl PasswordHasher {
+    /// A hasher running at most `max_concurrent` hashes at once (at least 1).
+    pub fn new(max_concurrent: usize) -> Self {
+        let max_concurrent = max_concurrent.max(1);
+        Self {
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params()),
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+        }
+    }
+
+    /// How many hashes or verifications are running now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrent - self.permits.available_permits()
+    }
+
+    /// Runs `f` on the blocking pool once a permit is free. The permit is
+    /// held until `f` finishes, even if the caller stops waiting.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(Error::internal)?;
+        let argon2 = self.argon2.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = f(&argon2);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(Error::internal)
+    }
+
+    /// The PHC string of `pw` (`$argon2id$v=19$m=19456,t=2,p=1$...`) with a
+    /// fresh random salt.
+    pub async fn hash(&self, pw: &Password) -> Result<String> {
+        let pw = pw.clone();
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        self.run(move |argon2| {
+            let salt = SaltString::encode_b64(&salt).map_err(|e| Error::internal(e.to_string()))?;
+            argon2
+                .hash_password(pw.expose().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Error::internal(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Whether `pw` matches `hash`. With `hash: None` (unknown account) it
+    /// verifies against a fixed dummy hash, so that the answer takes the
+    /// same time, and returns `false`. A stored hash that does not parse is
+    /// an [`ErrorKind::Internal`] error.
+    pub async fn verify(&self, pw: &Password, hash: Option<&str>) -> Result<bool> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(DUMMY_HASH).to_owned();
+        let pw = pw.clone();
+        self.run(move |argon2| {
+            let parsed = PasswordHash::new(&hash)
+                .map_err(|e| Error::internal(format!("stored password hash: {e}")))?;
+            let ok = argon2
+                .verify_password(pw.expose().as_bytes(), &parsed)
+                .is_ok();
+            Ok(known && ok)
+        })
+        .await?
+    }
+
+    /// Whether `hash` was made with other parameters than the current ones
+    /// (or does not parse): rehash on the next successful login.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return true;
+        };
+        let current = params();
+        parsed.algorithm != argon2::ARGON2ID_IDENT
+            || Params::try_from(&parsed).map_or(true, |p| {
+                p.m_cost() != current.m_cost()
+                    || p.t_cost() != current.t_cost()
+                    || p.p_cost() != current.p_cost()
+            })
+    }
+}
+
+/// Whether `pw` (compared lowercased) is in the bundled list of common
+/// breached passwords.
+pub fn is_common_password(pw: &str) -> bool {
+    COMMON_PASSWORDS.contains(pw.to_lowercase().as_str())
+}
+
+/// Checks the password rules: at least [`MIN_PASSWORD_CHARS`] characters, at
+/// most [`MAX_PASSWORD_BYTES`] bytes, not the email address or its local
+/// part (case-insensitive), not a common breached password.
+///
+/// Fails with [`ErrorKind::WeakPassword`] and details
+/// `{"password": "<every broken rule, in words>"}`.
+pub fn check_strength(pw: &Password, email: &str) -> Result<()> {
+    let pw = pw.expose();
+    let mut problems: Vec<&'static str> = Vec::new();
+    if pw.chars().count() < MIN_PASSWORD_CHARS {
+        problems.push("Use at least 10 characters.");
+    }
+    if pw.len() > MAX_PASSWORD_BYTES {
+        problems.push("Use at most 1024 bytes.");
+    } else {
+        let lower = pw.to_lowercase();
+        let email = email.trim().to_lowercase();
+        let local = email.rsplit_once('@').map_or(email.as_str(), |(l, _)| l);
+        if !email.is_empty() && (lower == email || lower == local) {
+            problems.push("Do not use your email address.");
+        }
+        if COMMON_PASSWORDS.contains(lower.as_str()) {
+            problems.push("This password is in lists of breached passwords; choose another.");
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(ErrorKind::WeakPassword)
+        .with_details(serde_json::json!({ "password": problems.join(" ") })))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn bundled_list_is_large_and_lowercase() {
+        assert!(
+            COMMON_PASSWORDS.len() >= 10_000,
+            "{}",
+            COMMON_PASSWORDS.len()
+        );
+        assert!(COMMON_PASSWORDS.iter().all(|p| *p == p.to_lowercase()));
+        assert!(is_common_password("PassWord"));
+    }
+
+    #[test]
+    fn dummy_hash_has_current_params() {
+        let hasher = PasswordHasher::new(1);
+        assert!(!hasher.needs_rehash(DUMMY_HASH));
+        assert!(
+            hasher.needs_rehash("$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
+        );
+        assert!(hasher.needs_rehash("not a hash"));
+    }
+}

@@ -20,17 +20,22 @@ use crate::model::{
     Rotation, Session, SocialAccount, User, UserPatch, UserQuery,
 };
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod common;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod settings;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use settings::PoolSettings;
+
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-// pub use postgres::PostgresStore;
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-// pub use sqlite::SqliteStore;
+pub use sqlite::SqliteStore;
 
 /// Users, their identities and password hashes.
 #[async_trait]
@@ -78,8 +83,7 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
     async fn password_hash(&self, user_id: &str) -> Result<Option<String>>;
 
     /// Sets (or replaces) the password hash.
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: DateTime<Utc>)
-        -> Result<()>;
+    async fn set_password_hash(&self, user_id: &str, hash: &str, now: DateTime<Utc>) -> Result<()>;
 
     /// Lists active users with filters, sort and paging.
     async fn list_users(&self, query: &UserQuery) -> Result<Page<User>>;

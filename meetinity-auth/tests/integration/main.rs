@@ -7,4 +7,12 @@
 //! `redis://127.0.0.1:6379/0`); an unreachable service fails the tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cache;
+mod fake_idp;
+mod mail;
+mod oidc;
+mod password;
+mod smtp_sink;
+mod store;
 mod support;
+mod token;

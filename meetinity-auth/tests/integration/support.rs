@@ -15,3 +15,38 @@ pub fn redis_url() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
+
+/// A migrated SQLite store on a fresh database file under the temp dir.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_store() -> meetinity_auth::store::SqliteStore {
+    let dir = std::env::temp_dir().join("meetinity-auth-tests");
+    std::fs::create_dir_all(&dir).expect("create the test database directory");
+    let path = dir.join(format!("{}.db", unique("store")));
+    let store = meetinity_auth::store::SqliteStore::open(&path)
+        .await
+        .expect("open a SQLite test database");
+    store
+        .migrate()
+        .await
+        .expect("migrate the SQLite test database");
+    store
+}
+
+/// A migrated PostgreSQL store in a fresh schema of [`pg_url`]'s database.
+/// Fails (never skips) when PostgreSQL is unreachable.
+#[cfg(feature = "postgres")]
+pub async fn pg_store() -> meetinity_auth::store::PostgresStore {
+    let settings = meetinity_auth::store::PoolSettings {
+        max_connections: 8,
+        ..Default::default()
+    };
+    let store =
+        meetinity_auth::store::PostgresStore::connect_in_schema(&pg_url(), &unique("t"), &settings)
+            .await
+            .expect("connect to the PostgreSQL test database (TEST_DATABASE_URL)");
+    store
+        .migrate()
+        .await
+        .expect("migrate the PostgreSQL test schema");
+    store
+}

@@ -1,0 +1,12 @@
+DROP TABLE IF EXISTS audit_events;
+DROP TABLE IF EXISTS connections;
+DROP TABLE IF EXISTS one_time_tokens;
+DROP TABLE IF EXISTS refresh_tokens;
+DROP TABLE IF EXISTS sessions;
+DROP TABLE IF EXISTS password_credentials;
+DROP TABLE IF EXISTS identities;
+DROP TRIGGER IF EXISTS users_fts_au;
+DROP TRIGGER IF EXISTS users_fts_ad;
+DROP TRIGGER IF EXISTS users_fts_ai;
+DROP TABLE IF EXISTS users_fts;
+DROP TABLE IF EXISTS users;
