@@ -159,15 +159,17 @@ impl AuthServiceBuilder {
         };
         // Profiles are cached in-process; with a shared cache (Redis) its
         // fan-out tells every instance to drop a user on write.
-        let users: Arc<dyn UserStore> = match local_cache(clock.clone()) {
-            Some(local) if cache.name() != local.name() => Arc::new(CachingUserStore::with_bus(
-                seams.users,
-                local,
-                cache.clone(),
-                c.cache_ttl,
-            )),
-            _ => Arc::new(CachingUserStore::new(seams.users, cache.clone(), c.cache_ttl)),
-        };
+        let users: Arc<dyn UserStore> =
+            match local_cache(clock.clone()) {
+                Some(local) if cache.name() != local.name() => Arc::new(
+                    CachingUserStore::with_bus(seams.users, local, cache.clone(), c.cache_ttl),
+                ),
+                _ => Arc::new(CachingUserStore::new(
+                    seams.users,
+                    cache.clone(),
+                    c.cache_ttl,
+                )),
+            };
         let keys = match self.keys {
             Some(k) => k,
             None => key_set(c)?,
