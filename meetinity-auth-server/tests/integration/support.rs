@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use meetinity_auth::http::Api;
 use meetinity_auth::service::Backend;
@@ -95,9 +96,119 @@ pub async fn start(vars: &[(&str, &str)]) -> TestServer {
 }
 
 pub async fn start_with(config: Config, dir: TempDir) -> TestServer {
+    let (api, backend) = meetinity_auth_server::build_api(&config).await.unwrap();
+    serve_api(config, api, backend, dir).await
+}
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)]
+pub enum Db {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh schema in `TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// Everything a test may want to control about a server.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct Options {
+    /// Configuration variables on top of the test defaults.
+    pub vars: Vec<(String, String)>,
+    /// SQLite unless set.
+    pub db: Option<Db>,
+    /// Use this schema instead of a fresh one (two servers sharing a PostgreSQL database).
+    pub pg_schema: Option<String>,
+    /// Replaces the clock.
+    pub clock: Option<Arc<dyn meetinity_auth::clock::Clock>>,
+    /// Replaces the cache.
+    pub cache: Option<Arc<dyn meetinity_auth::cache::Cache>>,
+    /// Replaces the mailer.
+    pub mailer: Option<Arc<dyn meetinity_auth::mail::Mailer>>,
+    /// Adds identity providers.
+    pub providers: Vec<(String, Arc<dyn meetinity_auth::provider::IdentityProvider>)>,
+}
+
+#[allow(dead_code)]
+impl Options {
+    pub fn var(mut self, k: &str, v: &str) -> Self {
+        self.vars.push((k.to_owned(), v.to_owned()));
+        self
+    }
+    pub fn db(mut self, db: Db) -> Self {
+        self.db = Some(db);
+        self
+    }
+}
+
+/// A fresh PostgreSQL schema name.
+#[allow(dead_code)]
+pub fn fresh_schema() -> String {
+    format!("srv_{}", uuid_like().replace('-', "_"))
+}
+
+/// Starts a server with full control over its seams.
+#[allow(dead_code)]
+pub async fn start_opts(opts: Options) -> TestServer {
+    use meetinity_auth::service::{AuthServiceBuilder, Backend};
+    use meetinity_auth::store::{PoolSettings, PostgresStore, SqliteStore};
+    let dir = TempDir::new();
+    let mut all: Vec<(String, String)> = vec![(
+        "JWT_SECRET".into(),
+        "test-secret-test-secret-test-secret-0123".into(),
+    )];
+    all.extend(opts.vars);
+    let config = Config::from_vars(all).unwrap();
+    let mut builder = AuthServiceBuilder::from_config(config.clone());
+    let backend = match opts.db.unwrap_or(Db::Sqlite) {
+        Db::Sqlite => {
+            let store = SqliteStore::connect(
+                &format!("sqlite://{}", dir.0.join("test.db").display()),
+                &PoolSettings::default(),
+            )
+            .await
+            .unwrap();
+            store.migrate().await.unwrap();
+            let store = Arc::new(store);
+            builder = builder.store(store.clone());
+            Backend::Sqlite(store)
+        }
+        Db::Postgres => {
+            let schema = opts.pg_schema.unwrap_or_else(fresh_schema);
+            let store =
+                PostgresStore::connect_in_schema(&pg_url(), &schema, &PoolSettings::default())
+                    .await
+                    .unwrap();
+            store.migrate().await.unwrap();
+            let store = Arc::new(store);
+            builder = builder.store(store.clone());
+            Backend::Postgres(store)
+        }
+    };
+    if let Some(c) = opts.clock {
+        builder = builder.clock(c);
+    }
+    if let Some(c) = opts.cache {
+        builder = builder.cache(c);
+    }
+    if let Some(m) = opts.mailer {
+        builder = builder.mailer(m);
+    }
+    for (name, p) in opts.providers {
+        builder = builder.provider(&name, p);
+    }
+    let auth = builder.build().await.unwrap();
+    let api = meetinity_auth::http::Api::new(
+        Arc::new(auth),
+        meetinity_auth::http::ApiSettings::from_config(&config),
+    );
+    serve_api(config, api, backend, dir).await
+}
+
+async fn serve_api(config: Config, api: Api, backend: Backend, dir: TempDir) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (api, backend) = meetinity_auth_server::build_api(&config).await.unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(meetinity_auth_server::serve(
         listener,

@@ -14,11 +14,9 @@ use super::{
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
-use crate::flow::{flow_key, new_browser_binding, FlowState, FLOW_TTL};
 use crate::mail::{Mail, Mailer};
 use crate::model::{
-    AuditEvent, IdentityLogin, NewUser, OneTimePurpose, RequestContext, Rotation, Session, User,
-    UserPatch,
+    AuditEvent, NewUser, OneTimePurpose, RequestContext, Rotation, Session, User, UserPatch,
 };
 use crate::password::{check_strength, PasswordHasher};
 use crate::provider::IdentityProvider;
@@ -97,13 +95,13 @@ pub struct Parts {
 /// The default [`AuthService`].
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    p: Parts,
-    liveness: LivenessCache,
+pub(super) struct Inner {
+    pub(super) p: Parts,
+    pub(super) liveness: LivenessCache,
 }
 
 fn dur(d: Duration) -> chrono::Duration {
@@ -171,11 +169,11 @@ impl Authenticator {
         &self.inner.p
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         self.inner.p.clock.now()
     }
 
-    fn roles_for(&self, user: &User) -> Vec<String> {
+    pub(super) fn roles_for(&self, user: &User) -> Vec<String> {
         let mut roles = user.roles.clone();
         if user.email_verified
             && self
@@ -192,7 +190,7 @@ impl Authenticator {
         roles
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         event: &str,
         user_id: Option<&str>,
@@ -218,7 +216,11 @@ impl Authenticator {
         }
     }
 
-    fn issue_access(&self, user: &User, session: &Session) -> Result<(String, AccessClaims)> {
+    pub(super) fn issue_access(
+        &self,
+        user: &User,
+        session: &Session,
+    ) -> Result<(String, AccessClaims)> {
         let roles = self.roles_for(user);
         self.inner
             .p
@@ -226,7 +228,12 @@ impl Authenticator {
             .issue(&user.id, &session.id, &user.email, &session.method, &roles)
     }
 
-    fn token_set(&self, user: User, session: &Session, refresh: RefreshToken) -> Result<TokenSet> {
+    pub(super) fn token_set(
+        &self,
+        user: User,
+        session: &Session,
+        refresh: RefreshToken,
+    ) -> Result<TokenSet> {
         let (token, claims) = self.issue_access(&user, session)?;
         Ok(TokenSet {
             token,
@@ -238,7 +245,7 @@ impl Authenticator {
     }
 
     /// Opens a session for `user` and issues its first token set.
-    async fn open_session(
+    pub(super) async fn open_session(
         &self,
         user: User,
         method: &str,
@@ -282,7 +289,7 @@ impl Authenticator {
 
     /// Marks sessions revoked in the local liveness cache and tells every
     /// other instance.
-    async fn announce_revoked(&self, sids: &[String]) {
+    pub(super) async fn announce_revoked(&self, sids: &[String]) {
         for sid in sids {
             self.inner.liveness.put(
                 sid,
@@ -298,7 +305,7 @@ impl Authenticator {
         }
     }
 
-    async fn revoke_all(&self, user_id: &str, except: Option<&str>) -> Result<()> {
+    pub(super) async fn revoke_all(&self, user_id: &str, except: Option<&str>) -> Result<()> {
         let sids = self
             .inner
             .p
@@ -309,13 +316,13 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn send_mail(&self, mail: Mail) {
+    pub(super) async fn send_mail(&self, mail: Mail) {
         if let Err(e) = self.inner.p.mailer.send(&mail).await {
             tracing::error!(to_domain = mail.to.rsplit('@').next().unwrap_or(""), error = %e, "mail not sent");
         }
     }
 
-    async fn send_verification(&self, user: &User) -> Result<()> {
+    pub(super) async fn send_verification(&self, user: &User) -> Result<()> {
         let token = random_token(32);
         let expires = self.now() + dur(VERIFY_EMAIL_TTL);
         self.inner
@@ -345,7 +352,7 @@ impl Authenticator {
 
     /// Throttles login attempts per account and per IP; returns the keys to
     /// clear on success.
-    async fn throttle_login(&self, email: &str, ctx: &RequestContext) -> Result<String> {
+    pub(super) async fn throttle_login(&self, email: &str, ctx: &RequestContext) -> Result<String> {
         let pol = &self.inner.p.policy;
         let cache = &self.inner.p.cache;
         let acct_key = format!("throttle:login:acct:{}", hash_token(&email.to_lowercase()));
@@ -389,7 +396,7 @@ impl Authenticator {
         Ok(acct_key)
     }
 
-    fn provider(&self, name: &str) -> Result<&Arc<dyn IdentityProvider>> {
+    pub(super) fn provider(&self, name: &str) -> Result<&Arc<dyn IdentityProvider>> {
         self.inner
             .p
             .providers
@@ -397,7 +404,7 @@ impl Authenticator {
             .ok_or_else(|| Error::new(ErrorKind::UnknownProvider))
     }
 
-    async fn active_user(&self, id: &str) -> Result<User> {
+    pub(super) async fn active_user(&self, id: &str) -> Result<User> {
         match self.inner.p.users.get_user(id).await? {
             Some(u) if u.is_active => Ok(u),
             _ => Err(Error::new(ErrorKind::InvalidToken)),
@@ -420,33 +427,8 @@ impl AuthService for Authenticator {
         browser: bool,
         ctx: &RequestContext,
     ) -> Result<LoginStart> {
-        let idp = self.provider(provider)?;
-        let redirect = match redirect_uri {
-            None => idp.redirect_uri().to_owned(),
-            Some(r)
-                if r == idp.redirect_uri()
-                    || self.inner.p.policy.allowed_redirects.iter().any(|a| a == r) =>
-            {
-                r.to_owned()
-            }
-            Some(_) => return Err(Error::new(ErrorKind::InvalidRedirect)),
-        };
-        let auth = idp.begin(&redirect).await?;
-        let binding = browser.then(new_browser_binding);
-        let flow = FlowState::new(provider, &auth, redirect, self.now(), binding.as_deref());
-        let key = flow_key(&auth.state);
-        self.inner
-            .p
-            .cache
-            .set(&key, &serde_json::to_vec(&flow)?, FLOW_TTL)
-            .await?;
-        self.audit("login_started", None, "success", Some(provider), None, ctx)
-            .await;
-        Ok(LoginStart {
-            auth_url: auth.url.to_string(),
-            state: auth.state,
-            browser_binding: binding,
-        })
+        self.start_social(provider, redirect_uri, browser, ctx)
+            .await
     }
 
     async fn finish_login(
@@ -455,7 +437,7 @@ impl AuthService for Authenticator {
         cb: &Callback,
         ctx: &RequestContext,
     ) -> Result<TokenSet> {
-        let result = self.finish_login_inner(provider, cb, ctx).await;
+        let result = self.finish_social(provider, cb, ctx).await;
         if let Err(e) = &result {
             self.audit(
                 "login_failed",
@@ -897,100 +879,5 @@ fn status(
         name,
         ok: error.is_none(),
         error,
-    }
-}
-
-impl Authenticator {
-    async fn finish_login_inner(
-        &self,
-        provider: &str,
-        cb: &Callback,
-        ctx: &RequestContext,
-    ) -> Result<TokenSet> {
-        let idp = self.provider(provider)?;
-        // Take the flow first, so any callback (even a failing one) uses the state up.
-        let flow = match cb.state.as_deref() {
-            Some(state) if !state.is_empty() => self.inner.p.cache.take(&flow_key(state)).await?,
-            _ => None,
-        };
-        if let Some(error) = &cb.error {
-            let msg: String = error
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(64)
-                .collect();
-            return Err(Error::msg(
-                ErrorKind::ProviderError,
-                format!("The identity provider answered `{msg}`."),
-            ));
-        }
-        let (Some(code), Some(_)) = (cb.code.as_deref(), cb.state.as_deref()) else {
-            return Err(Error::msg(
-                ErrorKind::BadRequest,
-                "The callback needs `code` and `state` query parameters.",
-            ));
-        };
-        let flow: FlowState = match flow {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|_| Error::new(ErrorKind::InvalidState))?
-            }
-            None => return Err(Error::new(ErrorKind::InvalidState)),
-        };
-        if flow.provider != provider || flow.is_expired(self.now()) {
-            return Err(Error::new(ErrorKind::InvalidState));
-        }
-        if !flow.binding_matches(cb.browser_binding.as_deref()) {
-            return Err(Error::msg(
-                ErrorKind::InvalidState,
-                "This login was started in another browser.",
-            ));
-        }
-        if let Some(iss) = &cb.iss {
-            if iss != idp.issuer() {
-                return Err(Error::msg(
-                    ErrorKind::InvalidState,
-                    "The authorization response came from another issuer.",
-                ));
-            }
-        }
-        let identity = idp.complete(code, &flow).await?;
-        let email = identity
-            .email
-            .clone()
-            .filter(|e| !e.trim().is_empty())
-            .ok_or_else(|| Error::new(ErrorKind::EmailRequired))?;
-        let login = IdentityLogin {
-            provider: provider.to_owned(),
-            subject: identity.subject.clone(),
-            email,
-            email_verified: identity.email_verified,
-            name: identity.name.clone(),
-            picture: identity.picture.clone(),
-            roles: Vec::new(),
-        };
-        let outcome = self
-            .inner
-            .p
-            .users
-            .upsert_identity(&login, self.now())
-            .await?;
-        if !outcome.user.is_active {
-            return Err(Error::new(ErrorKind::Forbidden));
-        }
-        let event = if outcome.linked {
-            "identity_linked"
-        } else {
-            "login"
-        };
-        self.audit(
-            event,
-            Some(&outcome.user.id),
-            "success",
-            Some(provider),
-            None,
-            ctx,
-        )
-        .await;
-        self.open_session(outcome.user, provider, ctx).await
     }
 }

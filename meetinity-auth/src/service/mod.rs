@@ -22,6 +22,7 @@ use crate::token::AccessClaims;
 mod builder;
 mod default;
 mod liveness;
+mod social;
 
 pub use builder::{AuthServiceBuilder, Backend};
 pub use default::{Authenticator, Parts, Policy, RESET_PASSWORD_TTL, VERIFY_EMAIL_TTL};
