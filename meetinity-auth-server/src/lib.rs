@@ -5,9 +5,15 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,6 +22,8 @@ use meetinity_auth::http::{Api, ApiSettings, ClientAddr};
 use meetinity_auth::service::{AuthServiceBuilder, Backend};
 use meetinity_auth::{Config, Error, ErrorKind, Result};
 use tokio::net::TcpListener;
+
+pub mod backup;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -26,10 +34,9 @@ pub async fn build_api(config: &Config) -> Result<(Api, Backend)> {
     let (auth, backend) = AuthServiceBuilder::from_config(config.clone())
         .build_with_backend()
         .await?;
-    Ok((
-        Api::new(Arc::new(auth), ApiSettings::from_config(config)),
-        backend,
-    ))
+    let api = Api::for_authenticator(auth, ApiSettings::from_config(config))
+        .with_backend(backend.clone());
+    Ok((api, backend))
 }
 
 /// Serves `api` on `listener` until `shutdown` completes, then stops
@@ -42,6 +49,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let graceful = GracefulShutdown::new();
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -67,23 +75,38 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
-                let svc = service_fn(move |mut req| {
+                let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                     let api = api.clone();
                     async move {
                         req.extensions_mut().insert(ClientAddr(peer));
+                        let waiting = Arc::new(AtomicBool::new(false));
+                        let req = req.map(|body| WatchedBody {
+                            inner: body,
+                            waiting: waiting.clone(),
+                        });
                         let res = tokio::time::timeout(request_timeout, api.handle(req)).await;
-                        Ok::<_, Infallible>(res.unwrap_or_else(|_| {
-                            meetinity_auth::http::error_response(&Error::msg(
-                                ErrorKind::Unavailable,
-                                "The request took too long.",
-                            ))
-                        }))
+                        Ok::<_, Infallible>(res.unwrap_or_else(|_| timed_out(&waiting)))
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let mut closing = closing_rx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // Protocol detection (HTTP/1 or HTTP/2) waits for the first
+                    // bytes without a deadline: a client that connects and sends
+                    // nothing would hold the socket for ever.
+                    let mut first = [0u8; 1];
+                    let sent = tokio::select! {
+                        r = tokio::time::timeout(request_timeout, stream.peek(&mut first)) => {
+                            matches!(r, Ok(Ok(n)) if n > 0)
+                        }
+                        _ = closing.wait_for(|c| *c) => false,
+                    };
+                    if !sent {
+                        return;
+                    }
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 });
@@ -92,6 +115,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = closing_tx.send(true);
     tracing::info!("shutting down: finishing in-flight requests");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -100,6 +124,54 @@ pub async fn serve(
         tracing::warn!("some connections did not finish within the grace period");
     }
     Ok(())
+}
+
+/// A request body that records whether the handler is waiting for the
+/// client to send more of it.
+struct WatchedBody {
+    inner: Incoming,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Body for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a request that did not finish within `REQUEST_TIMEOUT_SECS`:
+/// `408` when the server was still waiting for the client's body (and the
+/// connection is closed), `503` when the server itself was too slow.
+fn timed_out(waiting_for_client: &AtomicBool) -> hyper::Response<Full<Bytes>> {
+    if waiting_for_client.load(Ordering::Relaxed) {
+        let mut res = meetinity_auth::http::error_response(&Error::new(ErrorKind::RequestTimeout));
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        res
+    } else {
+        meetinity_auth::http::error_response(&Error::msg(
+            ErrorKind::Unavailable,
+            "The request took too long.",
+        ))
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -137,7 +137,25 @@ pub struct ProviderConfig {
     pub redirect_uri: String,
     /// `{NAME}_ISSUER_URL`.
     pub issuer_url: String,
+    /// `{NAME}_SCOPES` (space- or comma-separated; `openid` is always
+    /// requested); empty: the provider's defaults.
+    pub scopes: Vec<String>,
 }
+
+/// Names that cannot be identity providers: they are other `/auth/...` routes.
+pub const RESERVED_PROVIDER_NAMES: &[&str] = &[
+    "email",
+    "login",
+    "logout",
+    "logout-all",
+    "password",
+    "profile",
+    "refresh",
+    "register",
+    "verify",
+    "google",
+    "linkedin",
+];
 
 /// The whole configuration. Defaults are those of the contract.
 #[derive(Clone)]
@@ -160,6 +178,9 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// `REDIS_TIMEOUT_MS` (default 500): connect and command timeout.
     pub redis_timeout: Duration,
+    /// `REDIS_PREFIX` (default `meetinity`): the prefix of every Redis key and
+    /// channel, so several deployments (or tests) can share one Redis.
+    pub redis_prefix: String,
     /// `REDIS_CACHE_TTL` in seconds (default 300): profile cache lifetime.
     pub cache_ttl: Duration,
     /// `ALLOWED_REDIRECTS`, comma-separated: extra exact redirect URIs.
@@ -220,11 +241,21 @@ pub struct Config {
     pub audit_retention: Duration,
     /// `TRUSTED_PROXIES`, comma-separated IPs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `RATE_LIMIT_PER_MINUTE` (default 60; 0 = off): requests per minute per
+    /// client IP on each `/auth/*` entry point (register, login, refresh,
+    /// password forgot/reset, email verify, provider start and callback).
+    pub rate_limit_per_minute: u64,
     /// Google (`GOOGLE_CLIENT_ID`, `GOOGLE_CLIENT_SECRET`, `GOOGLE_REDIRECT_URI`,
     /// `GOOGLE_ISSUER_URL` default `https://accounts.google.com`); `None` without credentials.
     pub google: Option<ProviderConfig>,
     /// LinkedIn (`LINKEDIN_*`, issuer default `https://www.linkedin.com/oauth`).
     pub linkedin: Option<ProviderConfig>,
+    /// Further OpenID Connect providers, by name: `OIDC_PROVIDERS=acme,other`
+    /// with `ACME_CLIENT_ID`, `ACME_CLIENT_SECRET`, `ACME_REDIRECT_URI`,
+    /// `ACME_ISSUER_URL` (required) and optionally `ACME_SCOPES` for each
+    /// (the prefix is the name in upper case, `-` as `_`). A listed provider
+    /// without any credentials is left out.
+    pub extra_providers: Vec<(String, ProviderConfig)>,
     /// `RUST_LOG` (default `info`).
     pub log_filter: String,
 }
@@ -260,8 +291,29 @@ impl fmt::Debug for Config {
             .field("mail_from", &self.mail_from)
             .field("public_base_url", &self.public_base_url)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("jwt_previous_secrets", &self.jwt_previous_secrets.len())
+            .field("jwt_verify_keys", &self.jwt_verify_key_pems.len())
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("refresh_grace", &self.refresh_grace)
+            .field("smtp_timeout", &self.smtp_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("http_timeout", &self.http_timeout)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("login_ip_max_failures", &self.login_ip_max_failures)
+            .field("login_failure_window", &self.login_failure_window)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("account_retention", &self.account_retention)
+            .field("audit_retention", &self.audit_retention)
+            .field("log_filter", &self.log_filter)
             .field("google", &self.google)
             .field("linkedin", &self.linkedin)
+            .field("extra_providers", &self.extra_providers)
             .finish_non_exhaustive()
     }
 }
@@ -358,11 +410,21 @@ impl Vars {
                 if let Err(p) = check_issuer(&issuer) {
                     self.problems.push(format!("{prefix}_ISSUER_URL: {p}"));
                 }
+                let scopes = self
+                    .get(&format!("{prefix}_SCOPES"))
+                    .map(|v| {
+                        v.split([' ', ','])
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 Some(ProviderConfig {
                     client_id,
                     client_secret: SecretString::new(secret),
                     redirect_uri,
                     issuer_url: issuer.trim_end_matches('/').to_owned(),
+                    scopes,
                 })
             }
             _ => {
@@ -372,6 +434,54 @@ impl Vars {
                 None
             }
         }
+    }
+}
+
+impl Vars {
+    /// `OIDC_PROVIDERS` and the variables of each provider it names.
+    fn extra_providers(&mut self) -> Vec<(String, ProviderConfig)> {
+        let mut out: Vec<(String, ProviderConfig)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for raw in self.list("OIDC_PROVIDERS") {
+            let name = raw.to_ascii_lowercase();
+            let valid = name.len() <= 32
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                self.problems.push(format!(
+                    "OIDC_PROVIDERS: {raw:?} is not a valid provider name (letters, digits, `-`, `_`; at most 32)"
+                ));
+                continue;
+            }
+            if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
+                self.problems.push(format!(
+                    "OIDC_PROVIDERS: {name:?} is reserved (google and linkedin have their own variables)"
+                ));
+                continue;
+            }
+            if seen.contains(&name) {
+                self.problems
+                    .push(format!("OIDC_PROVIDERS: {name:?} is listed twice"));
+                continue;
+            }
+            seen.push(name.clone());
+            let prefix = name.to_ascii_uppercase().replace('-', "_");
+            let configured = ["CLIENT_ID", "CLIENT_SECRET", "REDIRECT_URI"]
+                .iter()
+                .any(|v| self.get(&format!("{prefix}_{v}")).is_some());
+            if configured && self.get(&format!("{prefix}_ISSUER_URL")).is_none() {
+                self.problems.push(format!(
+                    "{prefix}_ISSUER_URL: required for provider {name:?}"
+                ));
+                continue;
+            }
+            if let Some(p) = self.provider(&prefix, "") {
+                out.push((name, p));
+            }
+        }
+        out
     }
 }
 
@@ -456,6 +566,15 @@ impl Config {
                     .push("REDIS_URL: expected redis://host:port/db or rediss://...".to_owned()),
             }
         }
+        let redis_prefix = v.string("REDIS_PREFIX", "meetinity");
+        if !redis_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            v.problems.push(format!(
+                "REDIS_PREFIX: {redis_prefix:?} may only hold letters, digits, `-`, `_`, `.` and `:`"
+            ));
+        }
         let jwt_algorithm = match v.get("JWT_ALGO").map(str::to_owned) {
             None => JwtAlgorithm::Hs256,
             Some(raw) => JwtAlgorithm::parse(&raw).unwrap_or_else(|| {
@@ -537,6 +656,7 @@ impl Config {
             db_statement_timeout: v.millis("DB_STATEMENT_TIMEOUT_MS", 5000, 10, 3_600_000),
             redis_url: redis_url.map(SecretString::new),
             redis_timeout: v.millis("REDIS_TIMEOUT_MS", 500, 10, 60_000),
+            redis_prefix,
             cache_ttl: v.secs("REDIS_CACHE_TTL", 300, 0, 86_400 * 30),
             allowed_redirects,
             jwt_secret,
@@ -574,8 +694,10 @@ impl Config {
                 86_400 * v.number("AUDIT_RETENTION_DAYS", 365u64, 1, 36_500),
             ),
             trusted_proxies,
+            rate_limit_per_minute: v.number("RATE_LIMIT_PER_MINUTE", 60u64, 0, 1_000_000),
             google: v.provider("GOOGLE", "https://accounts.google.com"),
             linkedin: v.provider("LINKEDIN", "https://www.linkedin.com/oauth"),
+            extra_providers: v.extra_providers(),
             log_filter: v.string("RUST_LOG", "info"),
         };
         if v.problems.is_empty() {
@@ -675,5 +797,52 @@ mod tests {
             assert!(!debug.contains(s), "{s} leaked in {debug}");
         }
         assert!(c.google.is_some());
+    }
+
+    #[test]
+    fn extra_oidc_providers_and_redis_prefix() {
+        let acme = [
+            ("OIDC_PROVIDERS", "Acme, my-idp, unused"),
+            ("ACME_CLIENT_ID", "acme-id"),
+            ("ACME_CLIENT_SECRET", "acme-secret-value"),
+            (
+                "ACME_REDIRECT_URI",
+                "https://app.example/auth/acme/callback",
+            ),
+            ("ACME_ISSUER_URL", "https://id.acme.example/realms/main/"),
+            ("ACME_SCOPES", "openid email,profile"),
+            ("MY_IDP_CLIENT_ID", "mine"),
+            ("MY_IDP_CLIENT_SECRET", "s"),
+            (
+                "MY_IDP_REDIRECT_URI",
+                "https://app.example/auth/my-idp/callback",
+            ),
+            ("MY_IDP_ISSUER_URL", "http://127.0.0.1:8080"),
+        ];
+        let c = Config::from_vars(acme).unwrap();
+        let names: Vec<&str> = c.extra_providers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["acme", "my-idp"], "unused has no credentials");
+        let p = &c.extra_providers[0].1;
+        assert_eq!(p.issuer_url, "https://id.acme.example/realms/main");
+        assert_eq!(p.scopes, ["openid", "email", "profile"]);
+        assert!(!format!("{c:?}").contains("acme-secret-value"));
+        assert_eq!(c.redis_prefix, "meetinity");
+
+        let e = err(&[
+            ("OIDC_PROVIDERS", "acme"),
+            ("ACME_CLIENT_ID", "x"),
+            ("ACME_CLIENT_SECRET", "y"),
+            ("ACME_REDIRECT_URI", "https://app/cb"),
+        ]);
+        assert!(e.contains("ACME_ISSUER_URL"), "{e}");
+        for bad in ["login", "google", "a/b", "-x", "acme,acme"] {
+            assert!(
+                err(&[("OIDC_PROVIDERS", bad)]).contains("OIDC_PROVIDERS"),
+                "{bad}"
+            );
+        }
+        assert!(err(&[("REDIS_PREFIX", "a b")]).contains("REDIS_PREFIX"));
+        let c = Config::from_vars([("REDIS_PREFIX", "tenant-1")]).unwrap();
+        assert_eq!(c.redis_prefix, "tenant-1");
     }
 }

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidJson,
     /// 413 `payload_too_large`: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge,
+    /// 408 `request_timeout`: the client did not send the whole request
+    /// within `REQUEST_TIMEOUT_SECS`.
+    RequestTimeout,
     /// 415 `unsupported_media_type`: the body is not `application/json`.
     UnsupportedMediaType,
     /// 422 `validation_failed`: fields failed validation (see the details).
@@ -86,6 +89,7 @@ impl ErrorKind {
         Self::BadRequest,
         Self::InvalidJson,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::UnsupportedMediaType,
         Self::Validation,
         Self::UnknownProvider,
@@ -126,6 +130,7 @@ impl ErrorKind {
             Forbidden => 403,
             NotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
             Conflict | EmailTaken | EmailNotVerified | LastSignInMethod => 409,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -143,6 +148,7 @@ impl ErrorKind {
             BadRequest => "bad_request",
             InvalidJson => "invalid_json",
             PayloadTooLarge => "payload_too_large",
+            RequestTimeout => "request_timeout",
             UnsupportedMediaType => "unsupported_media_type",
             Validation => "validation_failed",
             UnknownProvider => "unknown_provider",
@@ -177,6 +183,7 @@ impl ErrorKind {
             BadRequest => "The request is malformed.",
             InvalidJson => "The body is not a valid JSON object.",
             PayloadTooLarge => "The request body is too large.",
+            RequestTimeout => "The request was not received in time.",
             UnsupportedMediaType => "The body must be application/json.",
             Validation => "Some fields are invalid.",
             UnknownProvider => "Unknown or unconfigured identity provider.",
@@ -379,6 +386,20 @@ impl From<sqlx::Error> for Error {
                 if db.is_foreign_key_violation() || db.is_check_violation() =>
             {
                 Error::new(ErrorKind::Conflict).with_source(e)
+            }
+            // SQLSTATE class 22, data exception: a value the database cannot
+            // hold (a NUL character in text for PostgreSQL, a number out of
+            // range): the request's fault, not a 500.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.len() == 5 && c.starts_with("22")) =>
+            {
+                Error::msg(
+                    ErrorKind::BadRequest,
+                    "A value in the request cannot be stored (for example a NUL character).",
+                )
+                .with_source(e)
             }
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

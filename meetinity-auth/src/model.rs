@@ -402,6 +402,11 @@ pub struct UserQuery {
     pub page: u32,
     /// Page size (1-100).
     pub per_page: u32,
+    /// Match the filters and `q` only against values their owners made
+    /// public, so that a filter cannot reveal a hidden field (for callers
+    /// who are not admins). `q` then skips users who hide any of the
+    /// searched fields.
+    pub public_fields_only: bool,
 }
 
 /// One page of a listing.

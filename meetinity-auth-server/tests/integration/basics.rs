@@ -85,7 +85,7 @@ async fn unknown_route_and_wrong_method_use_the_envelope() {
     assert_envelope(&res.json().await.unwrap(), 404, "not_found");
     let res = client().delete(s.url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["allow"], "GET");
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
     assert_envelope(&res.json().await.unwrap(), 405, "method_not_allowed");
     s.stop().await.unwrap();
 }

@@ -199,10 +199,11 @@ pub async fn start_opts(opts: Options) -> TestServer {
         builder = builder.provider(&name, p);
     }
     let auth = builder.build().await.unwrap();
-    let api = meetinity_auth::http::Api::new(
-        Arc::new(auth),
+    let api = meetinity_auth::http::Api::for_authenticator(
+        auth,
         meetinity_auth::http::ApiSettings::from_config(&config),
-    );
+    )
+    .with_backend(backend.clone());
     serve_api(config, api, backend, dir).await
 }
 

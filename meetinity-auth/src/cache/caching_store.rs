@@ -314,11 +314,25 @@ impl UserStore for CachingUserStore {
         result
     }
 
+    async fn remove_password(&self, user_id: &str) -> Result<()> {
+        let result = self.inner.remove_password(user_id).await;
+        self.invalidate(user_id).await;
+        result
+    }
+
     async fn list_users(&self, query: &UserQuery) -> Result<Page<User>> {
         self.inner.list_users(query).await
     }
 
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+
+    async fn invalidate_user(&self, id: &str) {
+        self.invalidate(id).await;
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.stats())
     }
 }

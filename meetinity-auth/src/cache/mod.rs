@@ -29,6 +29,12 @@ pub use self::moka::MokaCache;
 pub use self::redis::{RedisCache, RedisSettings};
 pub use caching_store::{CacheStats, CachingUserStore};
 
+/// The topic of the message a shared cache delivers to its local subscribers
+/// each time its fan-out listener (re)subscribes: whatever was published
+/// while it was not subscribed is lost, so subscribers drop the state such
+/// messages would have invalidated.
+pub const RESUBSCRIBED_TOPIC: &str = "cache.resubscribed";
+
 /// A message on a fan-out topic (for example a revoked session id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -415,6 +415,11 @@ async fn listen(
                 pause = BACKOFF_MIN;
                 listening.store(true, Ordering::SeqCst);
                 tracing::debug!("redis fan-out listener subscribed");
+                // Messages published while unsubscribed are lost: say so locally.
+                let _ = bus.send(Message {
+                    topic: super::RESUBSCRIBED_TOPIC.to_owned(),
+                    payload: String::new(),
+                });
                 forward(pubsub, &bus, settings).await;
                 listening.store(false, Ordering::SeqCst);
                 tracing::warn!("redis fan-out listener lost its connection; resubscribing");

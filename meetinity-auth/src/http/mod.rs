@@ -13,6 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,12 +22,22 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
+use crate::cache::Cache;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::RequestContext;
 use crate::secret::{OneTimeToken, Password, RefreshToken};
 use crate::service::{AuthService, Callback, Registration, TokenSet};
 use crate::token::AccessClaims;
+
+mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+mod tower;
+mod users;
+
+pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 /// The name of the cookie that binds a login flow to the browser that started it.
 pub const FLOW_COOKIE: &str = "mt_flow";
@@ -46,6 +57,10 @@ pub struct ApiSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Whether cookies get the `Secure` attribute (`PUBLIC_BASE_URL` is https).
     pub secure_cookies: bool,
+    /// Requests per minute per client IP on each `/auth/*` entry point
+    /// (`RATE_LIMIT_PER_MINUTE`; 0 = no limit). Counted in the cache given to
+    /// [`Api::with_cache`] (or [`Api::for_authenticator`]).
+    pub rate_limit_per_minute: u64,
 }
 
 impl Default for ApiSettings {
@@ -55,6 +70,7 @@ impl Default for ApiSettings {
             cors_origins: vec!["*".into()],
             trusted_proxies: Vec::new(),
             secure_cookies: false,
+            rate_limit_per_minute: 60,
         }
     }
 }
@@ -67,6 +83,7 @@ impl ApiSettings {
             cors_origins: c.cors_origins.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             secure_cookies: c.public_base_url.starts_with("https://"),
+            rate_limit_per_minute: c.rate_limit_per_minute,
         }
     }
 }
@@ -76,6 +93,10 @@ impl ApiSettings {
 pub struct Api {
     service: Arc<dyn AuthService>,
     settings: Arc<ApiSettings>,
+    metrics: Arc<metrics::Metrics>,
+    limiter: Option<ratelimit::RateLimiter>,
+    users: Option<Arc<dyn crate::store::UserStore>>,
+    backend: Option<crate::service::Backend>,
 }
 
 type Res = Response<Full<Bytes>>;
@@ -227,12 +248,30 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    match headers.get(header::AUTHORIZATION) {
+        None => bearer_token(None),
+        Some(v) => bearer_token(Some(
+            v.to_str()
+                .map_err(|_| Error::new(ErrorKind::InvalidToken))?,
+        )),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value, for
+/// extractors in any framework: no header is [`ErrorKind::MissingToken`],
+/// another scheme or an empty token [`ErrorKind::InvalidToken`] (both
+/// rendered by [`error_response`] with the right `WWW-Authenticate`).
+///
+/// ```
+/// use meetinity_auth::http::bearer_token;
+/// assert_eq!(bearer_token(Some("Bearer abc")).unwrap(), "abc");
+/// assert_eq!(bearer_token(None).unwrap_err().reason(), "missing_token");
+/// assert_eq!(bearer_token(Some("Basic abc")).unwrap_err().reason(), "invalid_token");
+/// ```
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str> {
+    let Some(value) = authorization else {
         return Err(Error::new(ErrorKind::MissingToken));
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Error::new(ErrorKind::InvalidToken))?;
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
@@ -243,16 +282,162 @@ fn bearer(headers: &HeaderMap) -> Result<&str> {
     }
 }
 
-/// The routes this module serves, for 404/405 and the OpenAPI test.
-const ROUTES: &[(&str, &[Method])] = &[];
+/// Every route the endpoints answer: `(path template, methods)`. A path
+/// matching no template answers 404 and a method not listed 405 (with
+/// `Allow`) before any handler runs; literal segments win over `{params}`.
+/// The OpenAPI document lists exactly these operations (a test checks both
+/// ways), and metrics label requests with the template. A new endpoint is
+/// added here, in [`openapi`], and in the router.
+pub const ROUTES: &[(&str, &[Method])] = &[
+    ("/health", &[Method::GET]),
+    ("/ready", &[Method::GET]),
+    ("/metrics", &[Method::GET]),
+    ("/openapi.json", &[Method::GET]),
+    ("/.well-known/jwks.json", &[Method::GET]),
+    ("/auth/verify", &[Method::POST]),
+    ("/auth/profile", &[Method::GET]),
+    ("/auth/refresh", &[Method::POST]),
+    ("/auth/logout", &[Method::POST]),
+    ("/auth/logout-all", &[Method::POST]),
+    ("/auth/register", &[Method::POST]),
+    ("/auth/login", &[Method::POST]),
+    ("/auth/email/verify", &[Method::GET, Method::POST]),
+    ("/auth/email/verify/resend", &[Method::POST]),
+    ("/auth/password/forgot", &[Method::POST]),
+    ("/auth/password/reset", &[Method::POST]),
+    ("/auth/password/change", &[Method::POST]),
+    ("/auth/{provider}", &[Method::POST]),
+    ("/auth/{provider}/callback", &[Method::GET]),
+    ("/users", &[Method::GET]),
+    ("/users/search", &[Method::GET]),
+    (
+        "/users/{id}",
+        &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE],
+    ),
+    ("/users/{id}/preferences", &[Method::PUT]),
+    ("/users/{id}/privacy", &[Method::PUT]),
+    ("/users/{id}/social-accounts", &[Method::GET]),
+    ("/users/{id}/social-accounts/{provider}", &[Method::DELETE]),
+    ("/users/{id}/connections", &[Method::GET, Method::POST]),
+    (
+        "/users/{id}/connections/{connection_id}",
+        &[Method::PATCH, Method::DELETE],
+    ),
+    ("/users/{id}/sessions", &[Method::GET]),
+    ("/users/{id}/sessions/{session_id}", &[Method::DELETE]),
+    ("/users/{id}/export", &[Method::GET]),
+    ("/users/{id}/erase", &[Method::POST]),
+    ("/admin/audit", &[Method::GET]),
+];
+
+/// A route of [`ROUTES`]: its template and methods.
+type Route = (&'static str, &'static [Method]);
+
+/// The route of [`ROUTES`] that `path` matches: same number of segments,
+/// every literal segment equal, every `{param}` non-empty; the most
+/// literal segments win.
+pub fn match_route(path: &str) -> Option<(&'static str, &'static [Method])> {
+    // Runs on every request: no allocation, and a template is left at its
+    // first differing segment (benches/README.md, "what bounded it").
+    fn literals_if_fits(template: &str, path: &str) -> Option<usize> {
+        let (mut t, mut p) = (template.trim_matches('/').split('/'), path.split('/'));
+        let mut literals = 0;
+        loop {
+            match (t.next(), p.next()) {
+                (None, None) => return Some(literals),
+                (Some(ts), Some(ps)) if ts.starts_with('{') && !ps.is_empty() => {}
+                (Some(ts), Some(ps)) if !ts.starts_with('{') && ts == ps => literals += 1,
+                _ => return None,
+            }
+        }
+    }
+    let path = path.trim_matches('/');
+    let mut best: Option<(Route, usize)> = None;
+    for &(template, methods) in ROUTES {
+        if let Some(literals) = literals_if_fits(template, path) {
+            if best.is_none_or(|(_, l)| literals > l) {
+                best = Some(((template, methods), literals));
+            }
+        }
+    }
+    best.map(|(r, _)| r)
+}
+
+/// The `Allow` header of a route (`HEAD` comes with `GET`).
+fn allow_header(methods: &[Method]) -> String {
+    let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    if methods.contains(&Method::GET) {
+        names.push("HEAD");
+    }
+    names.join(", ")
+}
+
+impl Reply {
+    fn into_response(self) -> Res {
+        let mut r = match &self.body {
+            Some(body) => json_response(self.status, body),
+            None => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = self.status;
+                r
+            }
+        };
+        for (k, v) in self.headers {
+            r.headers_mut().append(k, v);
+        }
+        r
+    }
+}
+
+/// How a request signs in, for the `meetinity_logins_total` metric.
+struct LoginAttempt {
+    method: &'static str,
+    provider: String,
+}
 
 impl Api {
-    /// The endpoints over `service`.
+    /// The endpoints over `service`. Rate limits need a cache
+    /// ([`Api::with_cache`]); [`Api::for_authenticator`] wires everything.
     pub fn new(service: Arc<dyn AuthService>, settings: ApiSettings) -> Self {
         Self {
             service,
             settings: Arc::new(settings),
+            metrics: Arc::new(metrics::Metrics::new()),
+            limiter: None,
+            users: None,
+            backend: None,
         }
+    }
+
+    /// The endpoints over an [`Authenticator`](crate::service::Authenticator),
+    /// with its cache counting the rate limits (shared by every instance with
+    /// Redis) and its user cache's hits and misses in `/metrics`.
+    pub fn for_authenticator(auth: crate::service::Authenticator, settings: ApiSettings) -> Self {
+        let cache = Arc::clone(&auth.parts().cache);
+        let users = Arc::clone(&auth.parts().users);
+        Self::new(Arc::new(auth), settings)
+            .with_cache(cache)
+            .with_user_store(users)
+    }
+
+    /// Counts the per-IP rate limits of the `/auth/*` entry points in
+    /// `cache` (`RATE_LIMIT_PER_MINUTE`; 0 leaves them off).
+    pub fn with_cache(mut self, cache: Arc<dyn Cache>) -> Self {
+        self.limiter = ratelimit::RateLimiter::new(cache, self.settings.rate_limit_per_minute);
+        self
+    }
+
+    /// Reports the user cache's hits and misses in `/metrics` (from
+    /// [`UserStore::cache_stats`](crate::store::UserStore::cache_stats)).
+    pub fn with_user_store(mut self, users: Arc<dyn crate::store::UserStore>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// Reports the database pool (connections in use and idle) in `/metrics`.
+    pub fn with_backend(mut self, backend: crate::service::Backend) -> Self {
+        self.backend = Some(backend);
+        self
     }
 
     /// The service behind the endpoints.
@@ -260,21 +445,46 @@ impl Api {
         &self.service
     }
 
-    /// Serves one request. Never fails: every error becomes the contract's envelope.
+    /// The settings of the endpoints.
+    pub fn settings(&self) -> &ApiSettings {
+        &self.settings
+    }
+
+    /// Serves one request. Never fails: every error becomes the contract's
+    /// envelope. Every response carries `X-Request-Id` (the caller's, if it
+    /// is 1-128 visible ASCII characters, else a new UUID), `nosniff`,
+    /// `Referrer-Policy: no-referrer`, `Cache-Control: no-store` and the CORS
+    /// headers; the request runs in a `request` tracing span with that id.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body + Send,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let _ = ROUTES;
+        let started = Instant::now();
         let request_id = req
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(|| {
+                // A v4 UUID from the thread-local CSPRNG: no getrandom
+                // syscall per request (benches/README.md).
+                let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    .to_owned()
+            });
+        let route = match_route(req.uri().path());
+        let template = route.map_or("unmatched", |(t, _)| t);
+        let method = metrics::method_label(req.method());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = method,
+            route = template
+        );
         let origin = req.headers().get(header::ORIGIN).cloned();
         let is_preflight = req.method() == Method::OPTIONS
             && req
@@ -285,22 +495,12 @@ impl Api {
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         } else {
-            match self.route(req).await {
-                Ok(reply) => {
-                    let mut r = match &reply.body {
-                        Some(body) => json_response(reply.status, body),
-                        None => {
-                            let mut r = Response::new(Full::new(Bytes::new()));
-                            *r.status_mut() = reply.status;
-                            r
-                        }
-                    };
-                    for (k, v) in reply.headers {
-                        r.headers_mut().append(k, v);
-                    }
-                    r
-                }
-                Err(e) => error_response(&e),
+            let login = self.login_attempt(template, &req);
+            let outcome = self.dispatch(req, route).instrument(span.clone()).await;
+            self.count_outcome(template, login, &outcome);
+            match outcome {
+                Ok(r) => r,
+                Err(e) => span.in_scope(|| error_response(&e)),
             }
         };
         let h = res.headers_mut();
@@ -317,8 +517,117 @@ impl Api {
         );
         h.entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+        if self.settings.secure_cookies {
+            h.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            );
+        }
         self.cors(origin, is_preflight, h);
+        let status = res.status().as_u16();
+        let elapsed = started.elapsed();
+        self.metrics
+            .request(method, template, status, elapsed.as_secs_f64());
+        span.in_scope(|| {
+            tracing::debug!(
+                status,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "request answered"
+            );
+        });
         res
+    }
+
+    /// Checks the route and method, applies the rate limit, and runs the handler.
+    async fn dispatch<B>(&self, req: Request<B>, route: Option<Route>) -> Result<Res>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some((template, methods)) = route else {
+            return Err(Error::new(ErrorKind::NotFound));
+        };
+        let m = req.method();
+        if !(methods.contains(m) || (*m == Method::HEAD && methods.contains(&Method::GET))) {
+            return Err(Error::new(ErrorKind::MethodNotAllowed)
+                .with_details(json!({ "allow": allow_header(methods) })));
+        }
+        if let Some(limiter) = &self.limiter {
+            if ratelimit::LIMITED_ROUTES.contains(&template) {
+                if let Some(ip) = self.client_ip(&req) {
+                    if let Err(e) = limiter.check(template, ip).await {
+                        self.metrics.rate_limited(template);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        match template {
+            "/metrics" => self.metrics_response(),
+            "/openapi.json" => Ok(openapi_response()),
+            _ => self.route(req).await.map(Reply::into_response),
+        }
+    }
+
+    fn login_attempt<B>(&self, template: &str, req: &Request<B>) -> Option<LoginAttempt> {
+        let (method, provider) = match (template, req.method()) {
+            ("/auth/login", &Method::POST) => ("password", "local".to_owned()),
+            ("/auth/register", &Method::POST) => ("register", "local".to_owned()),
+            ("/auth/{provider}/callback", &Method::GET) => {
+                let name = req.uri().path().trim_matches('/').split('/').nth(1)?;
+                // Only configured names become label values.
+                let known = self.service.providers().iter().any(|p| p == name);
+                (
+                    "oidc",
+                    if known {
+                        name.to_owned()
+                    } else {
+                        "unknown".to_owned()
+                    },
+                )
+            }
+            _ => return None,
+        };
+        Some(LoginAttempt { method, provider })
+    }
+
+    fn count_outcome(&self, template: &str, login: Option<LoginAttempt>, outcome: &Result<Res>) {
+        let reason = outcome.as_ref().err().map(Error::reason);
+        if let Some(login) = login {
+            self.metrics
+                .login(login.method, &login.provider, reason.unwrap_or("success"));
+        }
+        if template == "/auth/refresh"
+            && outcome
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.kind() == ErrorKind::RefreshTokenReused)
+        {
+            self.metrics.refresh_reuse();
+        }
+    }
+
+    fn metrics_response(&self) -> Result<Res> {
+        let snapshot = metrics::Snapshot {
+            cache: self.users.as_ref().and_then(|u| u.cache_stats()),
+            pool: self.backend.as_ref().and_then(pool_stats),
+        };
+        let text = self
+            .metrics
+            .render(snapshot)
+            .map_err(|e| Error::internal(format!("metrics could not be encoded: {e}")))?;
+        let mut res = Response::new(Full::new(Bytes::from(text)));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        Ok(res)
     }
 
     fn cors(&self, origin: Option<HeaderValue>, preflight: bool, h: &mut HeaderMap) {
@@ -341,6 +650,8 @@ impl Api {
                 HeaderValue::from_static("*"),
             );
         } else {
+            // Refused: no CORS header, but the answer still depends on the origin.
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
             return;
         }
         if preflight {
@@ -363,9 +674,11 @@ impl Api {
         );
     }
 
-    fn context(&self, req: &Request<impl Sized>) -> RequestContext {
+    /// The client's address: the connection's peer ([`ClientAddr`]), or
+    /// behind a trusted proxy the nearest untrusted `X-Forwarded-For` entry.
+    fn client_ip(&self, req: &Request<impl Sized>) -> Option<IpAddr> {
         let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-        let ip = match peer {
+        match peer {
             Some(p) if self.settings.trusted_proxies.contains(&p) => req
                 .headers()
                 .get("x-forwarded-for")
@@ -378,9 +691,12 @@ impl Api {
                 })
                 .or(Some(p)),
             other => other,
-        };
+        }
+    }
+
+    fn context(&self, req: &Request<impl Sized>) -> RequestContext {
         RequestContext {
-            ip: ip.map(|i| i.to_string()),
+            ip: self.client_ip(req).map(|i| i.to_string()),
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -509,13 +825,19 @@ impl Api {
             [".well-known", "jwks.json"] if get => Ok(Reply::json(StatusCode::OK, svc.jwks())),
             [".well-known", "jwks.json"] => allow("GET"),
             ["auth", "verify"] if m == Method::POST => {
-                let headers = req.headers().clone();
+                // Only this header is needed once the body is read (cloning
+                // the whole map cost every verify an allocation).
+                let authorization = req.headers().get(header::AUTHORIZATION).cloned();
                 let body: TokenBody = self.body(req).await?;
                 let claims = match body.token {
                     Some(t) if !t.is_empty() => svc.verify(&t).await,
                     Some(_) => Err(Error::msg(ErrorKind::BadRequest, "`token` is empty.")),
-                    None if headers.contains_key(header::AUTHORIZATION) => {
-                        self.authed(&headers).await
+                    None if authorization.is_some() => {
+                        let value = authorization.as_ref().map(|v| v.to_str());
+                        match value {
+                            Some(Ok(v)) => svc.verify(bearer_token(Some(v))?).await,
+                            _ => Err(Error::new(ErrorKind::InvalidToken)),
+                        }
                     }
                     None => Err(Error::msg(
                         ErrorKind::BadRequest,
@@ -672,6 +994,7 @@ impl Api {
                 Ok(reply)
             }
             ["auth", _] => allow("POST"),
+            ["users", ..] | ["admin", ..] => users::route(self, req, &segs, ctx).await,
             _ => Err(Error::new(ErrorKind::NotFound)),
         }
     }
@@ -686,5 +1009,36 @@ impl Api {
             "{FLOW_COOKIE}={value}; Path=/auth; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("mt_flow=; Path=/auth; Max-Age=0"))
+    }
+}
+
+/// `GET /openapi.json`: the document, serialized once.
+fn openapi_response() -> Res {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let body = DOC
+        .get_or_init(|| Bytes::from(serde_json::to_vec(&openapi::document()).unwrap_or_default()));
+    let mut res = Response::new(Full::new(body.clone()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
+}
+
+/// Connections in use and idle in the backend's pool.
+fn pool_stats(backend: &crate::service::Backend) -> Option<(u64, u64)> {
+    #[allow(unreachable_patterns)]
+    match backend {
+        #[cfg(feature = "sqlite")]
+        crate::service::Backend::Sqlite(s) => {
+            let (size, idle) = (u64::from(s.pool().size()), s.pool().num_idle() as u64);
+            Some((size.saturating_sub(idle), idle))
+        }
+        #[cfg(feature = "postgres")]
+        crate::service::Backend::Postgres(s) => {
+            let (size, idle) = (u64::from(s.pool().size()), s.pool().num_idle() as u64);
+            Some((size.saturating_sub(idle), idle))
+        }
+        _ => None,
     }
 }

@@ -14,10 +14,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{
+    Output, ParamsString, PasswordHash, PasswordVerifier as _, SaltString,
+};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 use tokio::sync::Semaphore;
 
@@ -54,11 +56,16 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 
 /// Hashes and verifies passwords with Argon2id (m=19456 KiB, t=2, p=1) on
 /// the blocking thread pool, at most `max_concurrent` at a time.
+///
+/// The 19 MiB of working memory of each hash are reused (at most
+/// `max_concurrent` buffers): allocating them afresh each time leaves the
+/// allocator holding a copy per thread that ever hashed (hundreds of MiB).
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -87,6 +94,7 @@ impl PasswordHasher {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params()),
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
+            memory: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -99,15 +107,23 @@ impl PasswordHasher {
     /// held until `f` finishes, even if the caller stops waiting.
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+        f: impl FnOnce(&Argon2<'static>, &mut [Block]) -> T + Send + 'static,
     ) -> Result<T> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
         let argon2 = self.argon2.clone();
+        let pool = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
-            let out = f(&argon2);
+            // One buffer per permit at most; a poisoned lock only loses reuse.
+            let taken = pool.lock().ok().and_then(|mut p| p.pop());
+            let mut memory =
+                taken.unwrap_or_else(|| vec![Block::default(); params().block_count()]);
+            let out = f(&argon2, &mut memory);
+            if let Ok(mut p) = pool.lock() {
+                p.push(memory);
+            }
             drop(permit);
             out
         })
@@ -121,12 +137,23 @@ impl PasswordHasher {
         let pw = pw.clone();
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        self.run(move |argon2| {
-            let salt = SaltString::encode_b64(&salt).map_err(|e| Error::internal(e.to_string()))?;
+        self.run(move |argon2, memory| {
+            let salt_b64 =
+                SaltString::encode_b64(&salt).map_err(|e| Error::internal(e.to_string()))?;
+            let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
             argon2
-                .hash_password(pw.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| Error::internal(e.to_string()))
+                .hash_password_into_with_memory(pw.expose().as_bytes(), &salt, &mut out, memory)
+                .map_err(|e| Error::internal(e.to_string()))?;
+            // The PHC string `Argon2::hash_password` would give.
+            let phc = PasswordHash {
+                algorithm: argon2::ARGON2ID_IDENT,
+                version: Some(Version::V0x13.into()),
+                params: ParamsString::try_from(&params())
+                    .map_err(|e| Error::internal(e.to_string()))?,
+                salt: Some(salt_b64.as_salt()),
+                hash: Some(Output::new(&out).map_err(|e| Error::internal(e.to_string()))?),
+            };
+            Ok(phc.to_string())
         })
         .await?
     }
@@ -139,12 +166,36 @@ impl PasswordHasher {
         let known = hash.is_some();
         let hash = hash.unwrap_or(DUMMY_HASH).to_owned();
         let pw = pw.clone();
-        self.run(move |argon2| {
+        let current = !self.needs_rehash(&hash);
+        self.run(move |argon2, memory| {
             let parsed = PasswordHash::new(&hash)
                 .map_err(|e| Error::internal(format!("stored password hash: {e}")))?;
-            let ok = argon2
-                .verify_password(pw.expose().as_bytes(), &parsed)
-                .is_ok();
+            let ok = match (current, &parsed.salt, &parsed.hash) {
+                // Today's parameters: recompute in the reused memory.
+                (true, Some(salt), Some(expected)) if parsed.version == Some(0x13) => {
+                    let mut salt_buf = [0u8; 64];
+                    let salt = salt
+                        .decode_b64(&mut salt_buf)
+                        .map_err(|e| Error::internal(format!("stored password hash: {e}")))?;
+                    let mut out = vec![0u8; expected.len()];
+                    argon2
+                        .hash_password_into_with_memory(
+                            pw.expose().as_bytes(),
+                            salt,
+                            &mut out,
+                            memory,
+                        )
+                        .is_ok()
+                        && bool::from(subtle::ConstantTimeEq::ct_eq(
+                            out.as_slice(),
+                            expected.as_bytes(),
+                        ))
+                }
+                // Older parameters: the library's own verification.
+                _ => argon2
+                    .verify_password(pw.expose().as_bytes(), &parsed)
+                    .is_ok(),
+            };
             Ok(known && ok)
         })
         .await?

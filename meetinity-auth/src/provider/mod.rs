@@ -3,7 +3,10 @@
 //! [`IdentityProvider`] is the seam; [`OidcProvider`] implements it for any
 //! OpenID Connect issuer through discovery, with presets for Google and
 //! LinkedIn ([`OidcProviderConfig::google`], [`OidcProviderConfig::linkedin`]).
-//! Adding a third provider is configuration: build an
+//! Adding a third provider is configuration: the server reads
+//! `OIDC_PROVIDERS=acme` with `ACME_CLIENT_ID`, `ACME_CLIENT_SECRET`,
+//! `ACME_REDIRECT_URI`, `ACME_ISSUER_URL` and optionally `ACME_SCOPES`
+//! ([`crate::Config::extra_providers`]); an embedder builds an
 //! [`OidcProviderConfig::new`] with its issuer, credentials and redirect URI
 //! (and [`NoncePolicy::IfPresent`] only if it is known not to echo nonces).
 //!
@@ -66,6 +69,16 @@ pub trait IdentityProvider: Debug + Send + Sync + 'static {
     /// on network failures, [`InvalidState`](crate::ErrorKind::InvalidState)
     /// when the flow belongs to another provider.
     async fn complete(&self, code: &str, flow: &FlowState) -> Result<ProviderIdentity>;
+
+    /// Whether every authorization response of this provider carries `iss`
+    /// (RFC 9207: its metadata says
+    /// `authorization_response_iss_parameter_supported`), so that a response
+    /// without it must be refused. The default is `false`.
+    ///
+    /// Errors as [`IdentityProvider::begin`] (it may need discovery).
+    async fn sends_iss_in_responses(&self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A shared identity provider handle.

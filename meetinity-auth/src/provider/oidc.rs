@@ -166,6 +166,9 @@ impl OidcProviderConfig {
 struct ExtraMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     code_challenge_methods_supported: Option<Vec<String>>,
+    /// RFC 9207.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraMetadata {}
@@ -199,6 +202,8 @@ struct Discovered {
     client: DiscoveredClient,
     jwks_uri: JsonWebKeySetUrl,
     pkce_s256: bool,
+    /// RFC 9207: authorization responses always carry `iss`.
+    iss_in_responses: bool,
     signing_algs: Vec<CoreJwsSigningAlgorithm>,
     jwks: RwLock<Arc<CoreJsonWebKeySet>>,
     /// When the JWKS was last refetched for an unknown `kid`.
@@ -365,6 +370,11 @@ impl OidcProvider {
             .flatten()
             .any(|m| m == "S256");
 
+        let iss_in_responses = metadata
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported
+            .unwrap_or(false);
+
         let auth_type = match metadata.token_endpoint_auth_methods_supported() {
             // The default of OpenID Connect Discovery 1.0.
             None => AuthType::BasicAuth,
@@ -408,6 +418,7 @@ impl OidcProvider {
             client,
             jwks_uri,
             pkce_s256,
+            iss_in_responses,
             signing_algs,
             jwks: RwLock::new(jwks),
             last_refetch: Mutex::new(None),
@@ -606,6 +617,10 @@ impl IdentityProvider for OidcProvider {
             nonce,
             pkce_verifier,
         })
+    }
+
+    async fn sends_iss_in_responses(&self) -> Result<bool> {
+        Ok(self.discovered().await?.iss_in_responses)
     }
 
     async fn complete(&self, code: &str, flow: &FlowState) -> Result<ProviderIdentity> {

@@ -11,7 +11,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mail::{LogMailer, Mailer, SmtpMailer};
 use crate::password::PasswordHasher;
 use crate::provider::{IdentityProvider, OidcProvider, OidcProviderConfig};
-use crate::store::{AuditStore, OneTimeTokenStore, PoolSettings, SessionStore, Store, UserStore};
+use crate::store::{
+    AuditStore, OneTimeTokenStore, PoolSettings, ProfileStore, SessionStore, Store, UserStore,
+};
 use crate::token::{KeySet, StaticKeySet, TokenService};
 
 /// The backend store, kept so callers can reach its pool (migrations, backups).
@@ -33,6 +35,7 @@ struct Seams {
     sessions: Arc<dyn SessionStore>,
     one_time: Arc<dyn OneTimeTokenStore>,
     audit: Arc<dyn AuditStore>,
+    profiles: Arc<dyn ProfileStore>,
 }
 
 impl Seams {
@@ -41,7 +44,8 @@ impl Seams {
             users: s.clone(),
             sessions: s.clone(),
             one_time: s.clone(),
-            audit: s,
+            audit: s.clone(),
+            profiles: s,
         }
     }
 }
@@ -189,13 +193,14 @@ impl AuthServiceBuilder {
                 None => Arc::new(LogMailer::default()),
             },
         };
-        let mut providers = configured_providers(c)?;
+        let mut providers = configured_providers(c, &clock)?;
         providers.extend(self.providers);
         let parts = Parts {
             users,
             sessions: seams.sessions,
             one_time: seams.one_time,
             audit: seams.audit,
+            profiles: seams.profiles,
             cache,
             tokens,
             hasher: Arc::new(PasswordHasher::new(c.hash_concurrency)),
@@ -211,6 +216,8 @@ impl AuthServiceBuilder {
                 login_max_failures: c.login_max_failures,
                 login_ip_max_failures: c.login_ip_max_failures,
                 login_failure_window: c.login_failure_window,
+                account_retention: c.account_retention,
+                audit_retention: c.audit_retention,
             },
         };
         Ok((Authenticator::new(parts), backend))
@@ -266,7 +273,7 @@ fn default_cache(c: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Cache>> {
             };
             return Ok(Arc::new(crate::cache::RedisCache::new(
                 url.expose(),
-                "meetinity",
+                &c.redis_prefix,
                 settings,
             )?));
         }
@@ -348,27 +355,34 @@ fn key_set(c: &Config) -> Result<Arc<dyn KeySet>> {
     Ok(Arc::new(keys))
 }
 
-fn configured_providers(c: &Config) -> Result<HashMap<String, Arc<dyn IdentityProvider>>> {
+/// The identity providers of the configuration: `google`, `linkedin` and
+/// every provider of `OIDC_PROVIDERS`, all on the same [`OidcProvider`].
+fn configured_providers(
+    c: &Config,
+    clock: &Arc<dyn Clock>,
+) -> Result<HashMap<String, Arc<dyn IdentityProvider>>> {
     let mut out: HashMap<String, Arc<dyn IdentityProvider>> = HashMap::new();
-    if let Some(g) = &c.google {
-        let mut cfg = OidcProviderConfig::google(
-            g.client_id.clone(),
-            g.client_secret.clone(),
-            g.redirect_uri.clone(),
-        );
-        cfg.issuer_url = g.issuer_url.clone();
+    let presets: [(&str, &Option<crate::config::ProviderConfig>); 2] =
+        [("google", &c.google), ("linkedin", &c.linkedin)];
+    let configured = presets
+        .into_iter()
+        .filter_map(|(name, p)| p.as_ref().map(|p| (name, p)))
+        .chain(c.extra_providers.iter().map(|(n, p)| (n.as_str(), p)));
+    for (name, p) in configured {
+        let secret = p.client_secret.clone();
+        let (id, redirect) = (p.client_id.clone(), p.redirect_uri.clone());
+        let mut cfg = match name {
+            "google" => OidcProviderConfig::google(id, secret, redirect),
+            "linkedin" => OidcProviderConfig::linkedin(id, secret, redirect),
+            _ => OidcProviderConfig::new(name, p.issuer_url.clone(), id, secret, redirect),
+        };
+        cfg.issuer_url = p.issuer_url.clone();
+        if !p.scopes.is_empty() {
+            cfg.scopes = p.scopes.clone();
+        }
         cfg.http_timeout = c.http_timeout;
-        out.insert("google".into(), Arc::new(OidcProvider::new(cfg)?));
-    }
-    if let Some(l) = &c.linkedin {
-        let mut cfg = OidcProviderConfig::linkedin(
-            l.client_id.clone(),
-            l.client_secret.clone(),
-            l.redirect_uri.clone(),
-        );
-        cfg.issuer_url = l.issuer_url.clone();
-        cfg.http_timeout = c.http_timeout;
-        out.insert("linkedin".into(), Arc::new(OidcProvider::new(cfg)?));
+        let provider = OidcProvider::new(cfg)?.with_clock(clock.clone());
+        out.insert(name.to_owned(), Arc::new(provider));
     }
     Ok(out)
 }

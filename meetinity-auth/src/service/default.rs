@@ -21,13 +21,17 @@ use crate::model::{
 use crate::password::{check_strength, PasswordHasher};
 use crate::provider::IdentityProvider;
 use crate::secret::{hash_token, random_token, OneTimeToken, Password, RefreshToken};
-use crate::store::{AuditStore, OneTimeTokenStore, SessionStore, UserStore};
+use crate::store::{AuditStore, OneTimeTokenStore, ProfileStore, SessionStore, UserStore};
 use crate::token::{new_refresh_token, open_successor, seal_successor, AccessClaims, TokenService};
 
 /// Lifetime of an email-verification token.
 pub const VERIFY_EMAIL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Lifetime of a password-reset token.
 pub const RESET_PASSWORD_TTL: Duration = Duration::from_secs(30 * 60);
+/// At most this many password-reset mails per account per [`RESET_MAIL_WINDOW`].
+const RESET_MAILS_PER_WINDOW: u64 = 5;
+/// The window of [`RESET_MAILS_PER_WINDOW`].
+const RESET_MAIL_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Policy knobs of [`Authenticator`], from [`crate::Config`].
 #[derive(Debug, Clone)]
@@ -48,6 +52,11 @@ pub struct Policy {
     pub login_ip_max_failures: u64,
     /// The throttling window.
     pub login_failure_window: Duration,
+    /// How long an erased account's pseudonymous row is kept before the
+    /// purge deletes it (`ACCOUNT_RETENTION_DAYS`).
+    pub account_retention: Duration,
+    /// How long audit events are kept (`AUDIT_RETENTION_DAYS`).
+    pub audit_retention: Duration,
 }
 
 impl Default for Policy {
@@ -61,6 +70,8 @@ impl Default for Policy {
             login_max_failures: 5,
             login_ip_max_failures: 50,
             login_failure_window: Duration::from_secs(900),
+            account_retention: Duration::from_secs(30 * 86_400),
+            audit_retention: Duration::from_secs(365 * 86_400),
         }
     }
 }
@@ -76,6 +87,8 @@ pub struct Parts {
     pub one_time: Arc<dyn OneTimeTokenStore>,
     /// Audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// Preferences, connections, export, erasure and purge.
+    pub profiles: Arc<dyn ProfileStore>,
     /// Shared short-lived state: flows, counters, fan-out.
     pub cache: Arc<dyn Cache>,
     /// Access tokens.
@@ -143,13 +156,24 @@ impl Authenticator {
         });
         let mut rx = inner.p.cache.subscribe();
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(
+                "Authenticator::new was called outside a Tokio runtime: revocations published by \
+                 other instances will not be heard"
+            );
+            return Self { inner };
+        };
+        runtime.spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(msg) => {
                         let Some(inner) = weak.upgrade() else { break };
                         if msg.topic == REVOKED_TOPIC {
-                            inner.liveness.forget(&msg.payload);
+                            // Revocation is final: record it, no database read needed.
+                            inner.liveness.revoke(&msg.payload);
+                        } else if msg.topic == crate::cache::RESUBSCRIBED_TOPIC {
+                            // Revocations may have been missed: re-read from the database.
+                            inner.liveness.clear();
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -267,18 +291,20 @@ impl Authenticator {
             revoked_at: None,
         };
         let refresh = new_refresh_token();
+        let epoch = self.inner.liveness.epoch();
         self.inner
             .p
             .sessions
             .create_session(&session, &hash_token(refresh.expose()))
             .await?;
-        self.inner.liveness.put(
+        self.inner.liveness.fill(
             &session.id,
             Liveness {
                 user_id: user.id.as_str().into(),
                 expires_at: session.expires_at.timestamp(),
                 revoked: false,
             },
+            epoch,
         );
         if let Err(e) = self.inner.p.users.record_login(&user.id, now).await {
             tracing::warn!(error = %e, "last_login not recorded");
@@ -291,14 +317,7 @@ impl Authenticator {
     /// other instance.
     pub(super) async fn announce_revoked(&self, sids: &[String]) {
         for sid in sids {
-            self.inner.liveness.put(
-                sid,
-                Liveness {
-                    user_id: "".into(),
-                    expires_at: 0,
-                    revoked: true,
-                },
-            );
+            self.inner.liveness.revoke(sid);
             if let Err(e) = self.inner.p.cache.publish(REVOKED_TOPIC, sid).await {
                 tracing::warn!(error = %e, "revocation not published to other instances");
             }
@@ -316,9 +335,26 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Hands `mail` to the mailer in the background: a slow or dead relay
+    /// neither delays nor fails the request. A failure is logged (without
+    /// the body, which carries a token) and counted by the mailer.
     pub(super) async fn send_mail(&self, mail: Mail) {
-        if let Err(e) = self.inner.p.mailer.send(&mail).await {
-            tracing::error!(to_domain = mail.to.rsplit('@').next().unwrap_or(""), error = %e, "mail not sent");
+        let mailer = Arc::clone(&self.inner.p.mailer);
+        let deliver = async move {
+            if let Err(e) = mailer.send(&mail).await {
+                tracing::error!(
+                    to_domain = mail.to.rsplit('@').next().unwrap_or(""),
+                    subject = %mail.subject,
+                    error = %e,
+                    "mail not sent"
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(deliver);
+            }
+            Err(_) => deliver.await,
         }
     }
 
@@ -458,6 +494,8 @@ impl AuthService for Authenticator {
         let state = match self.inner.liveness.get(&claims.sid) {
             Some(s) => s,
             None => {
+                // Cold: the database is the source of truth.
+                let epoch = self.inner.liveness.epoch();
                 let session = self.inner.p.sessions.get_session(&claims.sid).await?;
                 let state = match session {
                     Some(s) => Liveness {
@@ -465,13 +503,9 @@ impl AuthService for Authenticator {
                         expires_at: s.expires_at.timestamp(),
                         revoked: s.revoked_at.is_some(),
                     },
-                    None => Liveness {
-                        user_id: "".into(),
-                        expires_at: 0,
-                        revoked: true,
-                    },
+                    None => Liveness::revoked(),
                 };
-                self.inner.liveness.put(&claims.sid, state.clone());
+                self.inner.liveness.fill(&claims.sid, state.clone(), epoch);
                 state
             }
         };
@@ -735,6 +769,17 @@ impl AuthService for Authenticator {
                     return;
                 }
             };
+            // A bounded number of reset mails per account, so that nobody can
+            // flood someone's mailbox through this endpoint.
+            let budget_key = format!("throttle:reset-mail:{}", hash_token(&user.id));
+            match p.cache.incr(&budget_key, RESET_MAIL_WINDOW).await {
+                Ok(n) if n > RESET_MAILS_PER_WINDOW => {
+                    tracing::info!("password reset mail not sent: too many for this account");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reset mail budget unavailable"),
+            }
             let token = random_token(32);
             let expires = this.now() + dur(RESET_PASSWORD_TTL);
             if let Err(e) = p
@@ -784,8 +829,9 @@ impl AuthService for Authenticator {
     ) -> Result<()> {
         let p = &self.inner.p;
         let now = self.now();
-        // Check the token first without consuming it on a weak password would
-        // need a second query; consume it, and a weak password costs a new mail.
+        // The rules that do not depend on the account are checked before the
+        // token is consumed, so a weak password does not burn it.
+        check_strength(password, "")?;
         let user_id = p
             .one_time
             .consume_one_time(
@@ -803,7 +849,19 @@ impl AuthService for Authenticator {
         check_strength(password, &user.email)?;
         let hash = p.hasher.hash(password).await?;
         p.users.set_password_hash(&user.id, &hash, now).await?;
+        // Every session goes, whoever opened it (a reset is how the owner of
+        // the mailbox takes an account back).
         self.revoke_all(&user.id, None).await?;
+        if !user.email_verified {
+            // The reset token came through the mailbox: that proves the address.
+            let patch = UserPatch {
+                email_verified: Some(true),
+                ..UserPatch::default()
+            };
+            if let Err(e) = p.users.update_user(&user.id, &patch).await {
+                tracing::warn!(error = %e, "email not marked verified after a reset");
+            }
+        }
         self.audit("password_reset", Some(&user.id), "success", None, None, ctx)
             .await;
         Ok(())
@@ -818,6 +876,9 @@ impl AuthService for Authenticator {
     ) -> Result<()> {
         let p = &self.inner.p;
         let user = self.active_user(&claims.sub).await?;
+        // Guessing the current password with a stolen access token counts
+        // against the same per-account (and per-IP) limit as logins.
+        let acct_key = self.throttle_login(&user.email, ctx).await?;
         let hash = p.users.password_hash(&user.id).await?;
         if !p.hasher.verify(current, hash.as_deref()).await? {
             self.audit(
@@ -830,6 +891,9 @@ impl AuthService for Authenticator {
             )
             .await;
             return Err(Error::new(ErrorKind::InvalidCredentials));
+        }
+        if let Err(e) = p.cache.delete(&acct_key).await {
+            tracing::warn!(error = %e, "login throttle not reset");
         }
         check_strength(new, &user.email)?;
         let new_hash = p.hasher.hash(new).await?;

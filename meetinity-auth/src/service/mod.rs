@@ -23,9 +23,18 @@ mod builder;
 mod default;
 mod liveness;
 mod social;
+mod user_input;
+mod users;
 
 pub use builder::{AuthServiceBuilder, Backend};
 pub use default::{Authenticator, Parts, Policy, RESET_PASSWORD_TTL, VERIFY_EMAIL_TTL};
+pub use user_input::{
+    connection_change_from_json, is_iana_timezone, privacy_from_json, NewConnection,
+    PreferenceChanges, ProfileUpdate, HIDEABLE_FIELDS,
+};
+pub use users::{
+    user_view, visibility_of, ErasedUser, PurgeReport, SessionView, UserExport, UserService,
+};
 
 /// What a successful sign-in, registration or refresh returns.
 #[derive(Debug, Clone, Serialize)]
@@ -113,9 +122,10 @@ impl Readiness {
 
 /// Everything the standard endpoints need, behind one `dyn`-usable seam.
 ///
-/// Implemented by [`Authenticator`]; held as `Arc<dyn AuthService>`.
+/// Implemented by [`Authenticator`]; held as `Arc<dyn AuthService>`. The
+/// users and admin operations come from the [`UserService`] supertrait.
 #[async_trait]
-pub trait AuthService: std::fmt::Debug + Send + Sync + 'static {
+pub trait AuthService: UserService + std::fmt::Debug + Send + Sync + 'static {
     /// Names of the configured identity providers.
     fn providers(&self) -> Vec<String>;
 

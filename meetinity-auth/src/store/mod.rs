@@ -24,10 +24,16 @@ use crate::model::{
 mod common;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_profile;
+mod profile;
 mod settings;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_profile;
 
+pub use profile::{ConnectionChange, Erasure, PreferencesEdit, ProfileStore};
 pub use settings::PoolSettings;
 
 #[cfg(feature = "postgres")]
@@ -85,11 +91,28 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
     /// Sets (or replaces) the password hash.
     async fn set_password_hash(&self, user_id: &str, hash: &str, now: DateTime<Utc>) -> Result<()>;
 
+    /// Removes the user's password credential, if any (the account keeps
+    /// its other sign-in methods; the caller makes sure one remains). Used
+    /// when a verified provider identity claims an account whose email was
+    /// never verified: whoever set that password did not prove the address.
+    async fn remove_password(&self, user_id: &str) -> Result<()>;
+
     /// Lists active users with filters, sort and paging.
     async fn list_users(&self, query: &UserQuery) -> Result<Page<User>>;
 
     /// Checks the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Drops any cached copy of the user, here and on every instance. Stores
+    /// without a cache do nothing. Called after a write that reached the
+    /// user's row through another seam (such as [`ProfileStore`]).
+    async fn invalidate_user(&self, _id: &str) {}
+
+    /// Hit and miss counts when this store is a cache in front of another
+    /// ([`crate::cache::CachingUserStore`]), for metrics; `None` otherwise.
+    fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        None
+    }
 }
 
 /// Sessions and their refresh tokens.
@@ -161,6 +184,6 @@ pub trait AuditStore: std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// Everything a backend provides; implemented for any type that has all seams.
-pub trait Store: UserStore + SessionStore + OneTimeTokenStore + AuditStore {}
+pub trait Store: UserStore + SessionStore + OneTimeTokenStore + AuditStore + ProfileStore {}
 
-impl<T: UserStore + SessionStore + OneTimeTokenStore + AuditStore> Store for T {}
+impl<T: UserStore + SessionStore + OneTimeTokenStore + AuditStore + ProfileStore> Store for T {}

@@ -417,6 +417,7 @@ fn push_user_filters(qb: &mut QueryBuilder<'_, Postgres>, q: &UserQuery) {
             .push_bind(terms.join(" & "))
             .push(")");
     }
+    super::postgres_profile::push_privacy_filters(qb, q);
 }
 
 fn user_order(sort: UserSort) -> &'static str {
@@ -662,6 +663,14 @@ impl UserStore for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(fk_not_found)?;
+        Ok(())
+    }
+
+    async fn remove_password(&self, user_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM password_credentials WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

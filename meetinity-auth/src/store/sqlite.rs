@@ -398,6 +398,7 @@ fn push_user_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UserQuery) {
             .push_bind(fts.join(" "))
             .push(")");
     }
+    super::sqlite_profile::push_privacy_filters(qb, q);
 }
 
 fn user_order(sort: UserSort) -> &'static str {
@@ -639,6 +640,14 @@ impl UserStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(fk_not_found)?;
+        Ok(())
+    }
+
+    async fn remove_password(&self, user_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM password_credentials WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
