@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -75,9 +75,13 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
+                let activity = Arc::new(Activity::new());
+                let seen = Arc::clone(&activity);
                 let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                     let api = api.clone();
+                    let busy = Busy::new(Arc::clone(&seen));
                     async move {
+                        let _busy = busy;
                         req.extensions_mut().insert(ClientAddr(peer));
                         let waiting = Arc::new(AtomicBool::new(false));
                         let req = req.map(|body| WatchedBody {
@@ -105,9 +109,20 @@ pub async fn serve(
                     if !sent {
                         return;
                     }
+                    activity.touch();
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            }
+                        }
+                        // HTTP/2 has no idle limit of its own (HTTP/1's is the
+                        // header read timeout): close a connection that has had
+                        // no request for `request_timeout`.
+                        () = activity.idle(request_timeout) => {
+                            tracing::debug!(%peer, "closed an idle connection");
+                        }
                     }
                 });
             }
@@ -124,6 +139,62 @@ pub async fn serve(
         tracing::warn!("some connections did not finish within the grace period");
     }
     Ok(())
+}
+
+/// When a connection last started or finished a request, and how many it has
+/// in flight.
+struct Activity {
+    origin: tokio::time::Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle(&self, limit: Duration) {
+        loop {
+            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet_until = last + limit;
+            if self.in_flight.load(Ordering::Relaxed) == 0
+                && tokio::time::Instant::now() >= quiet_until
+            {
+                return;
+            }
+            tokio::time::sleep_until(quiet_until.max(tokio::time::Instant::now() + limit / 4))
+                .await;
+        }
+    }
+}
+
+/// Counts a request in flight on its connection until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A request body that records whether the handler is waiting for the

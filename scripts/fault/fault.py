@@ -215,7 +215,9 @@ def check(out, request_timeout, recover_within=5.0, fail_fast=3.0):
 
     # PostgreSQL down: database calls fail fast with 503; /ready names the database.
     down = window("pg_down", "pg_starting")
-    settled = [r for r in down if r["t"] >= marks["pg_down"] + 0.5]
+    # Started once PostgreSQL was gone, answered before it was started again.
+    settled = [r for r in down if r["t"] >= marks["pg_down"] + 0.5
+               and r["t"] + r["secs"] < marks["pg_starting"]]
     lines.append(f"PostgreSQL down {marks['pg_starting'] - marks['pg_down']:.1f}s "
                  f"({len(down)} requests): {summary(down)}")
     db_down = [r for r in settled if r["op"] in DB_OPS]
@@ -229,7 +231,8 @@ def check(out, request_timeout, recover_within=5.0, fail_fast=3.0):
         lines.append(f"  slowest database request while down: {worst:.2f}s (limit {fail_fast}s)")
         if worst > fail_fast:
             problems.append(f"a database request took {worst:.2f}s while PostgreSQL was down")
-    ready_down = [p for p in ready if marks["pg_down"] + 1 <= p["t"] < marks["pg_starting"]]
+    ready_down = [p for p in ready if marks["pg_down"] + 1 <= p["t"]
+                  and p["t"] + p["secs"] < marks["pg_starting"]]
     if not ready_down:
         problems.append("/ready was not polled while PostgreSQL was down")
     for p in ready_down:
@@ -262,7 +265,8 @@ def check(out, request_timeout, recover_within=5.0, fail_fast=3.0):
 
     # Redis down: served from the database, /ready names Redis; recovers.
     rdown = window("redis_down", "redis_starting")
-    settled = [r for r in rdown if r["t"] >= marks["redis_down"] + 0.5]
+    settled = [r for r in rdown if r["t"] >= marks["redis_down"] + 0.5
+               and r["t"] + r["secs"] < marks["redis_starting"]]
     lines.append(f"Redis down {marks['redis_starting'] - marks['redis_down']:.1f}s "
                  f"({len(rdown)} requests): {summary(rdown)}")
     errs = [r for r in settled if r["status"] >= 500]
@@ -273,7 +277,8 @@ def check(out, request_timeout, recover_within=5.0, fail_fast=3.0):
     if settled:
         worst = max(r["secs"] for r in settled)
         lines.append(f"  slowest request while Redis was down: {worst:.2f}s")
-    ready_rdown = [p for p in ready if marks["redis_down"] + 1 <= p["t"] < marks["redis_starting"]]
+    ready_rdown = [p for p in ready if marks["redis_down"] + 1 <= p["t"]
+                   and p["t"] + p["secs"] < marks["redis_starting"]]
     if not ready_rdown:
         problems.append("/ready was not polled while Redis was down")
     for p in ready_rdown:

@@ -84,7 +84,7 @@ token="$(curl -fsS "$base/auth/login" -H 'content-type: application/json' \
 # The fuzzer finds the user's own id and session (through the responses) and
 # may revoke the session (logout, DELETE .../sessions/{id}): it then signs in
 # again with POST /auth/login on any 401.
-cat >"$work/schemathesis.toml" <<TOML
+cat >"$work/dynamic-auth.toml" <<TOML
 [auth.dynamic.openapi.bearer]
 path = "/auth/login"
 payload = { email = "$email", password = "$password" }
@@ -93,8 +93,10 @@ TOML
 curl -fsS "$base/auth/profile" -H "Authorization: Bearer $token" >/dev/null
 
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
+venv="$(cd "$venv" && pwd)"
 run_fuzzer() {
-  "$venv/bin/schemathesis" --no-color "$@" 2>&1 | tee -a "$work/schemathesis.log"
+  # From the scratch directory: schemathesis keeps a `.schemathesis/` cache in its working directory.
+  (cd "$work" && "$venv/bin/schemathesis" --no-color "$@") 2>&1 | tee -a "$work/schemathesis.log"
 }
 # The operations that can deactivate or erase the account itself (PATCH and
 # PUT /users/{id} take `is_active`, DELETE deactivates): after them no
@@ -102,7 +104,7 @@ run_fuzzer() {
 enders=(-path /users/{id} -path /users/{id}/erase)
 status=0
 echo "== schemathesis: $max_examples examples per operation, at most ${max_time}s, seed $seed"
-run_fuzzer --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+run_fuzzer --config-file "$work/dynamic-auth.toml" run "$base/openapi.json" \
   --checks "$checks" --seed "$seed" --workers 2 --request-timeout 30 \
   --max-examples "$max_examples" --max-time "$max_time" \
   "${enders[@]/#-path/--exclude-path}" || status=$?

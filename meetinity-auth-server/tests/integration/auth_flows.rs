@@ -258,6 +258,7 @@ on_both_backends!(
     register_rejects_bad_input,
     login_failures_look_alike,
     login_is_throttled_then_recovers,
+    ip_throttle_counts_failures_only,
     unsendable_mail_does_not_lose_the_account,
     refresh_rotates_and_detects_reuse,
     refresh_grace_window_gives_the_same_successor,
@@ -607,6 +608,30 @@ async fn login_failures_look_alike(db: Db) {
     s.stop().await.unwrap();
 }
 
+async fn ip_throttle_counts_failures_only(db: Db) {
+    let o = Options::default()
+        .db(db)
+        .var("LOGIN_IP_MAX_FAILURES", "3")
+        .var("RATE_LIMIT_PER_MINUTE", "0");
+    let s = start_opts(o).await;
+    let email = fresh_email();
+    register(&s, &email, PASSWORD).await.expect(201, None);
+    // Many good logins from one address (an office behind NAT) are never throttled.
+    for _ in 0..6 {
+        login(&s, &email, PASSWORD).await.expect(200, None);
+    }
+    // Failures on different accounts from that address are.
+    for _ in 0..3 {
+        login(&s, &fresh_email(), "a wrong but long password")
+            .await
+            .expect(401, Some("invalid_credentials"));
+    }
+    let a = login(&s, &fresh_email(), "a wrong but long password").await;
+    a.expect(429, Some("rate_limited"));
+    assert!(a.headers.contains_key("retry-after"), "{a:?}");
+    s.stop().await.unwrap();
+}
+
 async fn login_is_throttled_then_recovers(db: Db) {
     let clock = ManualClock::new();
     let mut o = Options::default()
@@ -691,6 +716,19 @@ async fn unsendable_mail_does_not_lose_the_account(db: Db) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(mailer.failures(), 2);
+    // Operators see it in /metrics.
+    let text = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines().any(|l| l == "meetinity_mail_failures_total 2"),
+        "{text}"
+    );
     s.stop().await.unwrap();
 }
 

@@ -60,15 +60,18 @@ async fn refresh_status(s: &TestServer, refresh: &Value) -> u16 {
 
 /// Runs the real binary's `backup` with `DATABASE_URL`.
 fn backup_cli(database_url: &str, file: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_meetinity-auth-server"))
-        .arg("backup")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meetinity-auth-server"));
+    cmd.arg("backup")
         .arg(file)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+        .env("RUST_LOG", "warn");
+    // Coverage runs collect the child's profile too.
+    if let Ok(profile) = std::env::var("LLVM_PROFILE_FILE") {
+        cmd.env("LLVM_PROFILE_FILE", profile);
+    }
+    cmd.output().unwrap()
 }
 
 /// Checks that what was live at backup time is live on `restored`, and that

@@ -614,6 +614,15 @@ async fn idle_and_half_sent_connections_are_closed() {
     let a = read_all(&mut kept, started, Duration::from_secs(6)).await;
     assert_eq!(a.status, Some(200), "{a:?}");
     assert!(a.closed, "{a:?}");
+    // HTTP/2 (prior knowledge): a connection with no request is closed too.
+    let mut h2 = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let a = read_all(&mut h2, started, Duration::from_secs(6)).await;
+    assert!(a.closed, "an idle HTTP/2 connection stayed open: {a:?}");
+    assert!(a.after < Duration::from_secs(4), "{a:?}");
     s.stop().await.unwrap();
 }
 

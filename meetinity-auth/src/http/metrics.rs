@@ -81,6 +81,8 @@ pub(crate) struct Snapshot {
     pub cache: Option<CacheStats>,
     /// Connections in use and idle in the database pool, when known.
     pub pool: Option<(u64, u64)>,
+    /// Mails that failed to send, when known.
+    pub mail_failures: Option<u64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -208,17 +210,17 @@ impl Collector for Snapshot {
             for (name, help, value) in [
                 (
                     "meetinity_user_cache_hits",
-                    "User profile reads answered by the cache",
+                    "User profile reads answered by the cache.",
                     stats.hits,
                 ),
                 (
                     "meetinity_user_cache_misses",
-                    "User profile reads that went to the database",
+                    "User profile reads that went to the database.",
                     stats.misses,
                 ),
                 (
                     "meetinity_user_cache_errors",
-                    "User cache operations that failed (the database answered)",
+                    "User cache operations that failed (the database answered).",
                     stats.errors,
                 ),
             ] {
@@ -231,10 +233,18 @@ impl Collector for Snapshot {
                 )?)?;
             }
         }
+        if let Some(failures) = self.mail_failures {
+            ConstCounter::new(failures).encode(encoder.encode_descriptor(
+                "meetinity_mail_failures",
+                "Mails that could not be sent (the request still succeeded).",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
         if let Some((in_use, idle)) = self.pool {
             let mut family = encoder.encode_descriptor(
                 "meetinity_db_pool_connections",
-                "Database pool connections by state",
+                "Database pool connections by state.",
                 None,
                 MetricType::Gauge,
             )?;

@@ -1,6 +1,13 @@
 //! The standard endpoints of the HTTP contract over plain `http` types,
 //! mountable in hyper, axum/tower or anything that speaks `http::Request`.
 //!
+//! [`Api`] answers every route of [`ROUTES`] (documented by
+//! [`openapi::document`], served at `GET /openapi.json`), plus `GET /metrics`
+//! (Prometheus text). Around every request it adds the security headers, the
+//! request id (response header and `request` tracing span), CORS from
+//! `CORS_ORIGINS`, and the per-IP rate limits of [`ratelimit`]. It is a
+//! `tower_service::Service`, so tower-based frameworks mount it as-is.
+//!
 //! ```no_run
 //! # async fn run(auth: std::sync::Arc<dyn meetinity_auth::AuthService>) {
 //! use meetinity_auth::http::{Api, ApiSettings};
@@ -96,6 +103,7 @@ pub struct Api {
     metrics: Arc<metrics::Metrics>,
     limiter: Option<ratelimit::RateLimiter>,
     users: Option<Arc<dyn crate::store::UserStore>>,
+    mailer: Option<Arc<dyn crate::mail::Mailer>>,
     backend: Option<crate::service::Backend>,
 }
 
@@ -104,15 +112,22 @@ type Res = Response<Full<Bytes>>;
 /// What a handler produces before the common headers are added.
 struct Reply {
     status: StatusCode,
-    body: Option<Value>,
+    /// The JSON body, already serialized.
+    body: Option<Vec<u8>>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
     fn json(status: StatusCode, body: Value) -> Self {
+        Self::json_of(status, &body)
+    }
+
+    /// A JSON body serialized straight from `body`: the hot endpoints skip
+    /// building a `serde_json::Value` first (benches/README.md).
+    fn json_of(status: StatusCode, body: &impl serde::Serialize) -> Self {
         Self {
             status,
-            body: Some(body),
+            body: Some(serde_json::to_vec(body).unwrap_or_default()),
             headers: Vec::new(),
         }
     }
@@ -169,10 +184,16 @@ pub fn error_response(e: &Error) -> Response<Full<Bytes>> {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Res {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Res {
     let mut res = Response::new(Full::new(Bytes::from(bytes)));
     *res.status_mut() = status;
-    res.headers_mut().insert(
+    let h = res.headers_mut();
+    // Room for the common headers `handle` adds: one allocation, not three.
+    h.reserve(12);
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
@@ -337,27 +358,41 @@ type Route = (&'static str, &'static [Method]);
 /// every literal segment equal, every `{param}` non-empty; the most
 /// literal segments win.
 pub fn match_route(path: &str) -> Option<(&'static str, &'static [Method])> {
-    // Runs on every request: no allocation, and a template is left at its
-    // first differing segment (benches/README.md, "what bounded it").
-    fn literals_if_fits(template: &str, path: &str) -> Option<usize> {
-        let (mut t, mut p) = (template.trim_matches('/').split('/'), path.split('/'));
-        let mut literals = 0;
-        loop {
-            match (t.next(), p.next()) {
-                (None, None) => return Some(literals),
-                (Some(ts), Some(ps)) if ts.starts_with('{') && !ps.is_empty() => {}
-                (Some(ts), Some(ps)) if !ts.starts_with('{') && ts == ps => literals += 1,
-                _ => return None,
-            }
-        }
+    // Runs on every request: the templates are split once, the path without
+    // allocating (benches/README.md).
+    static SPLIT: std::sync::LazyLock<Vec<(Vec<&'static str>, Route)>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .map(|&r| (r.0.trim_matches('/').split('/').collect(), r))
+                .collect()
+        });
+    const MAX_SEGMENTS: usize = 8;
+    let mut segs = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in path.trim_matches('/').split('/') {
+        // No template is this long.
+        let slot = segs.get_mut(n)?;
+        *slot = s;
+        n += 1;
     }
-    let path = path.trim_matches('/');
+    let segs = &segs[..n];
     let mut best: Option<(Route, usize)> = None;
-    for &(template, methods) in ROUTES {
-        if let Some(literals) = literals_if_fits(template, path) {
-            if best.is_none_or(|(_, l)| literals > l) {
-                best = Some(((template, methods), literals));
+    for (tsegs, route) in SPLIT.iter() {
+        if tsegs.len() != n {
+            continue;
+        }
+        let mut literals = 0;
+        let fits = tsegs.iter().zip(segs).all(|(t, s)| {
+            if t.starts_with('{') {
+                !s.is_empty()
+            } else {
+                literals += 1;
+                t == s
             }
+        });
+        if fits && best.is_none_or(|(_, l)| literals > l) {
+            best = Some((*route, literals));
         }
     }
     best.map(|(r, _)| r)
@@ -374,8 +409,8 @@ fn allow_header(methods: &[Method]) -> String {
 
 impl Reply {
     fn into_response(self) -> Res {
-        let mut r = match &self.body {
-            Some(body) => json_response(self.status, body),
+        let mut r = match self.body {
+            Some(body) => json_bytes_response(self.status, body),
             None => {
                 let mut r = Response::new(Full::new(Bytes::new()));
                 *r.status_mut() = self.status;
@@ -405,6 +440,7 @@ impl Api {
             metrics: Arc::new(metrics::Metrics::new()),
             limiter: None,
             users: None,
+            mailer: None,
             backend: None,
         }
     }
@@ -415,9 +451,17 @@ impl Api {
     pub fn for_authenticator(auth: crate::service::Authenticator, settings: ApiSettings) -> Self {
         let cache = Arc::clone(&auth.parts().cache);
         let users = Arc::clone(&auth.parts().users);
+        let mailer = Arc::clone(&auth.parts().mailer);
         Self::new(Arc::new(auth), settings)
             .with_cache(cache)
             .with_user_store(users)
+            .with_mailer(mailer)
+    }
+
+    /// Reports the mailer's failures in `/metrics`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn crate::mail::Mailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
     }
 
     /// Counts the per-IP rate limits of the `/auth/*` entry points in
@@ -617,6 +661,7 @@ impl Api {
         let snapshot = metrics::Snapshot {
             cache: self.users.as_ref().and_then(|u| u.cache_stats()),
             pool: self.backend.as_ref().and_then(pool_stats),
+            mail_failures: self.mailer.as_ref().map(|m| m.failures()),
         };
         let text = self
             .metrics
@@ -844,17 +889,39 @@ impl Api {
                         "Send the token as {\"token\": \"...\"} or as a Bearer header.",
                     )),
                 }?;
-                Ok(Reply::json(
+                /// The answer, serialized without an intermediate `Value`
+                /// (keys in the order `json!` gave them).
+                #[derive(serde::Serialize)]
+                struct Verified<'a> {
+                    email: &'a str,
+                    exp: i64,
+                    roles: &'a [String],
+                    sid: &'a str,
+                    sub: &'a str,
+                    valid: bool,
+                }
+                Ok(Reply::json_of(
                     StatusCode::OK,
-                    json!({"valid": true, "sub": claims.sub, "exp": claims.exp, "sid": claims.sid,
-                           "email": claims.email, "roles": claims.roles}),
+                    &Verified {
+                        email: &claims.email,
+                        exp: claims.exp,
+                        roles: &claims.roles,
+                        sid: &claims.sid,
+                        sub: &claims.sub,
+                        valid: true,
+                    },
                 ))
             }
             ["auth", "verify"] => allow("POST"),
             ["auth", "profile"] if get => {
                 let claims = self.authed(req.headers()).await?;
                 let user = svc.profile(&claims).await?;
-                Ok(Reply::json(StatusCode::OK, json!({ "user": user })))
+                /// `{"user": ...}` without an intermediate `Value`.
+                #[derive(serde::Serialize)]
+                struct Profile<'a> {
+                    user: &'a crate::model::User,
+                }
+                Ok(Reply::json_of(StatusCode::OK, &Profile { user: &user }))
             }
             ["auth", "profile"] => allow("GET"),
             ["auth", "refresh"] if m == Method::POST => {

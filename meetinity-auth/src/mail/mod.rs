@@ -49,6 +49,11 @@ pub trait Mailer: fmt::Debug + Send + Sync + 'static {
     /// Sends `mail`. A relay that cannot be reached or refuses the mail is
     /// [`ErrorKind::Unavailable`].
     async fn send(&self, mail: &Mail) -> Result<()>;
+
+    /// How many mails failed to send since start (for `/metrics`).
+    fn failures(&self) -> u64 {
+        0
+    }
 }
 
 /// Sends mail through an SMTP relay.
@@ -178,6 +183,10 @@ impl Mailer for SmtpMailer {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    fn failures(&self) -> u64 {
+        SmtpMailer::failures(self)
     }
 }
 

@@ -14,7 +14,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use argon2::password_hash::{
     Output, ParamsString, PasswordHash, PasswordVerifier as _, SaltString,
@@ -58,14 +59,18 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 /// the blocking thread pool, at most `max_concurrent` at a time.
 ///
 /// The 19 MiB of working memory of each hash are reused (at most
-/// `max_concurrent` buffers): allocating them afresh each time leaves the
-/// allocator holding a copy per thread that ever hashed (hundreds of MiB).
+/// `max_concurrent` buffers) while hashes keep coming, and given back to the
+/// OS when the last running one ends: allocating them afresh each time left
+/// glibc holding a copy per thread that ever hashed (RSS 360 MB after a
+/// login flood), and keeping them forever held 19 MiB per permit
+/// (benches/README.md).
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    running: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -86,6 +91,19 @@ fn params() -> Params {
         .unwrap_or_else(|_| Params::default())
 }
 
+/// The capacity of a working-memory buffer, in 1 KiB blocks: above glibc's
+/// largest mmap threshold (32 MiB), so that each buffer is a mapping of its
+/// own that freeing unmaps. Only the blocks a hash uses are ever touched (and
+/// count in RSS).
+const BUFFER_CAPACITY_BLOCKS: usize = 33 * 1024;
+
+fn new_buffer() -> Vec<Block> {
+    let blocks = params().block_count();
+    let mut memory = Vec::with_capacity(BUFFER_CAPACITY_BLOCKS.max(blocks));
+    memory.resize(blocks, Block::default());
+    memory
+}
+
 impl PasswordHasher {
     /// A hasher running at most `max_concurrent` hashes at once (at least 1).
     pub fn new(max_concurrent: usize) -> Self {
@@ -95,6 +113,7 @@ impl PasswordHasher {
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             memory: Arc::new(Mutex::new(Vec::new())),
+            running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -115,15 +134,24 @@ impl PasswordHasher {
             .map_err(Error::internal)?;
         let argon2 = self.argon2.clone();
         let pool = Arc::clone(&self.memory);
+        let running = Arc::clone(&self.running);
         tokio::task::spawn_blocking(move || {
-            // One buffer per permit at most; a poisoned lock only loses reuse.
-            let taken = pool.lock().ok().and_then(|mut p| p.pop());
-            let mut memory =
-                taken.unwrap_or_else(|| vec![Block::default(); params().block_count()]);
+            // One buffer per permit at most. The pool is a plain list: a
+            // poisoned lock leaves nothing inconsistent.
+            let lock = || pool.lock().unwrap_or_else(PoisonError::into_inner);
+            running.fetch_add(1, Ordering::SeqCst);
+            let taken = lock().pop();
+            let mut memory = taken.unwrap_or_else(new_buffer);
             let out = f(&argon2, &mut memory);
-            if let Ok(mut p) = pool.lock() {
-                p.push(memory);
+            let mut free = lock();
+            // The last hash out frees every buffer (a caller still waiting
+            // for a permit allocates a new one).
+            if running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                free.clear();
+            } else {
+                free.push(memory);
             }
+            drop(free);
             drop(permit);
             out
         })
@@ -279,5 +307,25 @@ mod tests {
             hasher.needs_rehash("$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
         );
         assert!(hasher.needs_rehash("not a hash"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn working_memory_is_freed_when_idle() {
+        let hasher = PasswordHasher::new(2);
+        let pw = Password::new("a long test passphrase 7");
+        let (a, b, c) = tokio::join!(hasher.hash(&pw), hasher.hash(&pw), hasher.hash(&pw));
+        let hash = a.unwrap();
+        assert!(b.is_ok() && c.is_ok());
+        // Idle again: no 19 MiB buffer is kept.
+        assert_eq!(hasher.memory.lock().unwrap().len(), 0);
+        assert!(hasher.verify(&pw, Some(&hash)).await.unwrap());
+        assert!(!hasher
+            .verify(&Password::new("another passphrase 8"), Some(&hash))
+            .await
+            .unwrap());
+        assert_eq!(hasher.memory.lock().unwrap().len(), 0);
+        let buffer = new_buffer();
+        assert_eq!(buffer.len(), params().block_count());
+        assert!(buffer.capacity() * std::mem::size_of::<Block>() > 32 << 20);
     }
 }

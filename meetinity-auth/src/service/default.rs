@@ -407,20 +407,26 @@ impl Authenticator {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
         }
-        if let Some(ip) = &ctx.ip {
-            let ip_key = format!("throttle:login:ip:{ip}");
-            match cache.incr(&ip_key, pol.login_failure_window).await {
-                Ok(n) if n > pol.login_ip_max_failures => {
-                    let t = cache
-                        .ttl(&ip_key)
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(pol.login_failure_window);
-                    limited = Some(limited.map_or(t, |l| l.max(t)));
+        // Per IP, only failures count (an office behind one address logs in
+        // many times); the counter is read here and bumped on failure.
+        if let Some(ip_key) = Self::ip_throttle_key(ctx) {
+            let failures = match cache.get(&ip_key).await {
+                Ok(v) => v
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+                    .unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "login throttle unavailable");
+                    0
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
+            };
+            if failures >= pol.login_ip_max_failures {
+                let t = cache
+                    .ttl(&ip_key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(pol.login_failure_window);
+                limited = Some(limited.map_or(t, |l| l.max(t)));
             }
         }
         if let Some(after) = limited {
@@ -430,6 +436,20 @@ impl Authenticator {
             );
         }
         Ok(acct_key)
+    }
+
+    fn ip_throttle_key(ctx: &RequestContext) -> Option<String> {
+        ctx.ip.as_ref().map(|ip| format!("throttle:login:ip:{ip}"))
+    }
+
+    /// Counts a failed password check against the client's IP.
+    pub(super) async fn record_login_failure(&self, ctx: &RequestContext) {
+        if let Some(ip_key) = Self::ip_throttle_key(ctx) {
+            let window = self.inner.p.policy.login_failure_window;
+            if let Err(e) = self.inner.p.cache.incr(&ip_key, window).await {
+                tracing::warn!(error = %e, "login throttle unavailable");
+            }
+        }
     }
 
     pub(super) fn provider(&self, name: &str) -> Result<&Arc<dyn IdentityProvider>> {
@@ -699,6 +719,7 @@ impl AuthService for Authenticator {
                 self.open_session(user, "password", ctx).await
             }
             other => {
+                self.record_login_failure(ctx).await;
                 self.audit(
                     "login_failed",
                     other.as_ref().map(|u| u.id.as_str()),
@@ -881,6 +902,7 @@ impl AuthService for Authenticator {
         let acct_key = self.throttle_login(&user.email, ctx).await?;
         let hash = p.users.password_hash(&user.id).await?;
         if !p.hasher.verify(current, hash.as_deref()).await? {
+            self.record_login_failure(ctx).await;
             self.audit(
                 "password_change",
                 Some(&user.id),

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use crate::model::{AuditEvent, RefreshRecord, Session, SocialAccount, User, Visibility};
+use crate::error::{Error, ErrorKind};
+use crate::model::{
+    AuditEvent, RefreshRecord, Session, SocialAccount, User, UserQuery, Visibility,
+};
 
 /// Page size when the caller asks for none.
 pub(crate) const DEFAULT_PER_PAGE: u32 = 20;
@@ -26,6 +29,14 @@ pub(crate) fn page_window(page: u32, per_page: u32, max: u32) -> (i64, i64) {
     };
     let page = i64::from(page.max(1));
     (i64::from(per), (page - 1) * i64::from(per))
+}
+
+/// One attempt of a retried operation.
+pub(crate) enum Attempt<T> {
+    /// The operation finished.
+    Done(T),
+    /// The operation lost a race; try again.
+    Retry(sqlx::Error),
 }
 
 /// A fresh opaque id.
@@ -52,6 +63,34 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// Whether a database error is a foreign-key violation.
 pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+/// Maps a foreign-key violation (unknown user or session) to `not_found`.
+pub(crate) fn fk_not_found(e: sqlx::Error) -> Error {
+    if is_foreign_key_violation(&e) {
+        Error::new(ErrorKind::NotFound).with_source(e)
+    } else {
+        e.into()
+    }
+}
+
+/// The fields the listing filters of `q` match, for
+/// [`UserQuery::public_fields_only`].
+pub(crate) fn filtered_fields(q: &UserQuery) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if q.industry.is_some() {
+        fields.push("industry");
+    }
+    if q.location.is_some() {
+        fields.push("location");
+    }
+    if q.min_experience.is_some() || q.max_experience.is_some() {
+        fields.push("experience_years");
+    }
+    if q.skills.iter().any(|s| !s.trim().is_empty()) {
+        fields.push("skills");
+    }
+    fields
 }
 
 /// A `users` row (without the social accounts, loaded separately).

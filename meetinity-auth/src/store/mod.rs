@@ -22,6 +22,9 @@ use crate::model::{
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod common;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[macro_use]
+mod shared;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]

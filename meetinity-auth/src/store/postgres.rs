@@ -6,28 +6,25 @@
 //! tests (and tenants) in their own schema. Emails are unique on
 //! `lower(email)`; search uses a generated `tsvector` with a GIN index.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::migrate::{Migrate, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder};
 
 use super::common::{
-    group_identities, is_foreign_key_violation, is_unique_violation, new_id, page_window,
-    search_words, AuditRow, IdentityRow, RefreshRow, SessionRow, UserRow, AUDIT_COLUMNS,
-    IDENTITY_COLUMNS, MAX_AUDIT_PAGE, MAX_USER_PAGE, REFRESH_COLUMNS, SESSION_COLUMNS,
-    UPSERT_ATTEMPTS, USER_COLUMNS,
+    fk_not_found, group_identities, is_unique_violation, search_words, Attempt, IdentityRow,
+    UserRow, IDENTITY_COLUMNS,
 };
-use super::{AuditStore, OneTimeTokenStore, PoolSettings, SessionStore, UserStore};
+use super::PoolSettings;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    AuditEvent, AuditQuery, IdentityLogin, IdentityOutcome, NewUser, OneTimePurpose, Page,
-    Rotation, Session, SocialAccount, User, UserPatch, UserQuery, UserSort,
+    AuditQuery, IdentityLogin, IdentityOutcome, SocialAccount, User, UserQuery, UserSort,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -50,6 +47,12 @@ const EMAIL_INDEX: &str = "users_email_lower_key";
 pub struct PostgresStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
+}
+
+/// The stored form of a timestamp: to the microsecond, as PostgreSQL keeps
+/// them.
+pub(super) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 /// Accepts `postgres://`, `postgresql://` and driver-qualified schemes such
@@ -98,20 +101,9 @@ fn user_insert_error(e: sqlx::Error) -> Error {
     }
 }
 
-/// Maps a foreign-key violation (unknown user or session) to `not_found`.
-fn fk_not_found(e: sqlx::Error) -> Error {
-    if is_foreign_key_violation(&e) {
-        Error::new(ErrorKind::NotFound).with_source(e)
-    } else {
-        e.into()
-    }
-}
+store_helpers!(PostgresStore, PgConnection);
 
-/// One attempt of a retried operation.
-enum Attempt<T> {
-    Done(T),
-    Retry(sqlx::Error),
-}
+store_basics!(PostgresStore, PgPool, MIGRATOR);
 
 impl PostgresStore {
     /// Connects to a `postgres://`, `postgresql://` or
@@ -163,109 +155,25 @@ impl PostgresStore {
         })
     }
 
-    /// Uses `clock` for the timestamps the store sets itself (`created_at`,
-    /// `updated_at`).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
+    /// Begins a transaction that writes: a plain `BEGIN`; writers lock the rows they change.
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Postgres>> {
+        self.pool.begin().await
     }
 
-    /// Applies the pending migrations (idempotent).
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Reverts the newest applied migration; returns its version, or `None`
-    /// when none is applied.
-    pub async fn undo_last_migration(&self) -> Result<Option<i64>> {
-        let mut conn = self.pool.acquire().await?;
-        conn.ensure_migrations_table().await?;
-        let mut versions: Vec<i64> = conn
-            .list_applied_migrations()
-            .await?
-            .iter()
-            .map(|m| m.version)
-            .collect();
-        drop(conn);
-        versions.sort_unstable();
-        let Some(last) = versions.pop() else {
-            return Ok(None);
-        };
-        let target = versions.pop().unwrap_or(0);
-        MIGRATOR.undo(&self.pool, target).await?;
-        Ok(Some(last))
-    }
-
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Closes the pool, waiting for connections in use to be returned.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.now().trunc_subsecs(6)
-    }
-
-    async fn identities_of(conn: &mut PgConnection, user_id: &str) -> Result<Vec<SocialAccount>> {
-        let rows: Vec<IdentityRow> = sqlx::query_as(&format!(
-            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1 \
+    /// The social accounts of a page of users, by user id.
+    async fn identities_for(
+        conn: &mut PgConnection,
+        rows: &[UserRow],
+    ) -> Result<BTreeMap<String, Vec<SocialAccount>>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let found: Vec<IdentityRow> = sqlx::query_as(&format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = ANY($1) \
              ORDER BY created_at, provider, subject"
         ))
-        .bind(user_id)
+        .bind(ids)
         .fetch_all(&mut *conn)
         .await?;
-        Ok(rows.into_iter().map(IdentityRow::into_account).collect())
-    }
-
-    async fn user_in(conn: &mut PgConnection, id: &str) -> Result<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match row {
-            Some(row) => {
-                let accounts = Self::identities_of(conn, &row.id).await?;
-                Ok(Some(row.into_user(accounts)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn user_must(conn: &mut PgConnection, id: &str) -> Result<User> {
-        Self::user_in(conn, id)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound))
-    }
-
-    /// Fills the user's empty name and picture from a provider login.
-    async fn fill_profile(
-        conn: &mut PgConnection,
-        user_id: &str,
-        login: &IdentityLogin,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        for (column, value) in [("name", &login.name), ("photo_url", &login.picture)] {
-            let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) else {
-                continue;
-            };
-            sqlx::query(&format!(
-                "UPDATE users SET {column} = $1, updated_at = $2 \
-                 WHERE id = $3 AND ({column} IS NULL OR {column} = '')"
-            ))
-            .bind(value)
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
+        Ok(group_identities(found))
     }
 
     async fn try_upsert_identity(
@@ -273,7 +181,7 @@ impl PostgresStore {
         login: &IdentityLogin,
         now: DateTime<Utc>,
     ) -> Result<Attempt<IdentityOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
 
         let existing: Option<(String,)> = sqlx::query_as(
             "UPDATE identities SET last_login_at = $1, email = $2, email_verified = $3 \
@@ -319,46 +227,15 @@ impl PostgresStore {
                 Self::fill_profile(&mut tx, &user_id, login, now).await?;
                 (user_id, false, true)
             }
-            None => {
-                let user_id = new_id();
-                let inserted = sqlx::query(
-                    "INSERT INTO users (id, email, email_verified, name, photo_url, provider, \
-                     roles, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-                )
-                .bind(&user_id)
-                .bind(&login.email)
-                .bind(login.email_verified)
-                .bind(&login.name)
-                .bind(&login.picture)
-                .bind(&login.provider)
-                .bind(Json(&login.roles))
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Err(e) if is_unique_violation(&e) => return Ok(Attempt::Retry(e)),
-                    other => other?,
-                };
-                (user_id, true, false)
-            }
+            None => match Self::insert_social_user(&mut tx, login, now).await? {
+                Attempt::Done(user_id) => (user_id, true, false),
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            },
         };
 
-        let inserted = sqlx::query(
-            "INSERT INTO identities (provider, subject, user_id, email, email_verified, \
-             created_at, last_login_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(&login.provider)
-        .bind(&login.subject)
-        .bind(&user_id)
-        .bind(&login.email)
-        .bind(login.email_verified)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Ok(Attempt::Retry(e)),
-            other => other?,
-        };
+        if let Attempt::Retry(e) = Self::insert_identity(&mut tx, login, &user_id, now).await? {
+            return Ok(Attempt::Retry(e));
+        }
         let user = Self::user_must(&mut tx, &user_id).await?;
         tx.commit().await?;
         Ok(Attempt::Done(IdentityOutcome {
@@ -366,16 +243,6 @@ impl PostgresStore {
             created,
             linked,
         }))
-    }
-
-    async fn session_in(conn: &mut PgConnection, id: &str) -> Result<Option<Session>> {
-        let row: Option<SessionRow> = sqlx::query_as(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(row.map(Session::from))
     }
 }
 
@@ -448,48 +315,7 @@ fn push_audit_filters(qb: &mut QueryBuilder<'_, Postgres>, q: &AuditQuery) {
     }
 }
 
-#[async_trait]
-impl UserStore for PostgresStore {
-    async fn create_user(&self, user: &NewUser, password_hash: Option<&str>) -> Result<User> {
-        let now = self.now();
-        let id = new_id();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, email, email_verified, name, photo_url, provider, roles, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-        )
-        .bind(&id)
-        .bind(&user.email)
-        .bind(user.email_verified)
-        .bind(&user.name)
-        .bind(&user.photo_url)
-        .bind(&user.provider)
-        .bind(Json(&user.roles))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(user_insert_error)?;
-        if let Some(hash) = password_hash {
-            sqlx::query(
-                "INSERT INTO password_credentials (user_id, password_hash, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $3)",
-            )
-            .bind(&id)
-            .bind(hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let created = Self::user_must(&mut tx, &id).await?;
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    async fn get_user(&self, id: &str) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await?;
-        Self::user_in(&mut conn, id).await
-    }
-
+user_store!(PostgresStore, Postgres {
     async fn get_user_by_email(&self, email: &str) -> Result<Option<User>> {
         let mut conn = self.pool.acquire().await?;
         let id: Option<(String,)> =
@@ -503,111 +329,8 @@ impl UserStore for PostgresStore {
         }
     }
 
-    async fn update_user(&self, id: &str, patch: &UserPatch) -> Result<User> {
-        let now = self.now();
-        let mut qb = QueryBuilder::<Postgres>::new("UPDATE users SET updated_at = ");
-        qb.push_bind(now);
-        let texts = [
-            ("name", &patch.name),
-            ("photo_url", &patch.photo_url),
-            ("title", &patch.title),
-            ("company", &patch.company),
-            ("location", &patch.location),
-            ("industry", &patch.industry),
-            ("linkedin_url", &patch.linkedin_url),
-            ("bio", &patch.bio),
-            ("timezone", &patch.timezone),
-        ];
-        for (column, value) in texts {
-            if let Some(value) = value {
-                qb.push(format_args!(", {column} = "))
-                    .push_bind(value.clone());
-            }
-        }
-        if let Some(years) = patch.experience_years {
-            qb.push(", experience_years = ").push_bind(years);
-        }
-        for (column, value) in [
-            ("skills", &patch.skills),
-            ("interests", &patch.interests),
-            ("roles", &patch.roles),
-        ] {
-            if let Some(value) = value {
-                qb.push(format_args!(", {column} = "))
-                    .push_bind(Json(value.clone()));
-            }
-        }
-        if let Some(privacy) = &patch.privacy_settings {
-            qb.push(", privacy_settings = ")
-                .push_bind(Json(privacy.clone()));
-        }
-        if let Some(prefs) = &patch.preferences {
-            qb.push(", preferences = ").push_bind(Json(prefs.clone()));
-        }
-        if let Some(verified) = patch.email_verified {
-            qb.push(", email_verified = ").push_bind(verified);
-        }
-        if let Some(active) = patch.is_active {
-            qb.push(", is_active = ").push_bind(active);
-        }
-        qb.push(" WHERE id = ").push_bind(id.to_owned());
-
-        let mut tx = self.pool.begin().await?;
-        let done = qb.build().execute(&mut *tx).await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::new(ErrorKind::NotFound));
-        }
-        let user = Self::user_must(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(user)
-    }
-
-    async fn delete_user(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_login(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE users SET last_login = $1, last_active_at = $1, \
-             login_count = login_count + 1 WHERE id = $2",
-        )
-        .bind(at.trunc_subsecs(6))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::new(ErrorKind::NotFound));
-        }
-        Ok(())
-    }
-
-    async fn upsert_identity(
-        &self,
-        login: &IdentityLogin,
-        now: DateTime<Utc>,
-    ) -> Result<IdentityOutcome> {
-        let now = now.trunc_subsecs(6);
-        let mut last = None;
-        for _ in 0..UPSERT_ATTEMPTS {
-            match self.try_upsert_identity(login, now).await? {
-                Attempt::Done(outcome) => return Ok(outcome),
-                Attempt::Retry(e) => last = Some(e),
-            }
-        }
-        Err(last.map_or_else(|| Error::new(ErrorKind::Conflict), Error::from))
-    }
-
-    async fn list_identities(&self, user_id: &str) -> Result<Vec<SocialAccount>> {
-        let mut conn = self.pool.acquire().await?;
-        Self::identities_of(&mut conn, user_id).await
-    }
-
     async fn unlink_identity(&self, user_id: &str, provider: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Lock the user: concurrent unlinks must not remove both last methods.
         let user: Option<(String,)> =
             sqlx::query_as("SELECT id FROM users WHERE id = $1 FOR UPDATE")
@@ -617,215 +340,13 @@ impl UserStore for PostgresStore {
         if user.is_none() {
             return Err(Error::new(ErrorKind::NotFound));
         }
-        let (this, others, has_password): (i64, i64, bool) = sqlx::query_as(
-            "SELECT \
-               (SELECT COUNT(*) FROM identities WHERE user_id = $1 AND provider = $2), \
-               (SELECT COUNT(*) FROM identities WHERE user_id = $1 AND provider <> $2), \
-               EXISTS (SELECT 1 FROM password_credentials WHERE user_id = $1)",
-        )
-        .bind(user_id)
-        .bind(provider)
-        .fetch_one(&mut *tx)
-        .await?;
-        if this == 0 {
-            return Err(Error::new(ErrorKind::NotFound));
-        }
-        if others == 0 && !has_password {
-            return Err(Error::new(ErrorKind::LastSignInMethod));
-        }
-        sqlx::query("DELETE FROM identities WHERE user_id = $1 AND provider = $2")
-            .bind(user_id)
-            .bind(provider)
-            .execute(&mut *tx)
-            .await?;
+        Self::unlink_in(&mut tx, user_id, provider).await?;
         tx.commit().await?;
         Ok(())
     }
+});
 
-    async fn password_hash(&self, user_id: &str) -> Result<Option<String>> {
-        let hash: Option<(String,)> =
-            sqlx::query_as("SELECT password_hash FROM password_credentials WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(hash.map(|(h,)| h))
-    }
-
-    async fn set_password_hash(&self, user_id: &str, hash: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO password_credentials (user_id, password_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, $3) ON CONFLICT (user_id) DO UPDATE \
-             SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
-        )
-        .bind(user_id)
-        .bind(hash)
-        .bind(now.trunc_subsecs(6))
-        .execute(&self.pool)
-        .await
-        .map_err(fk_not_found)?;
-        Ok(())
-    }
-
-    async fn remove_password(&self, user_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM password_credentials WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn list_users(&self, query: &UserQuery) -> Result<Page<User>> {
-        let (limit, offset) = page_window(query.page, query.per_page, MAX_USER_PAGE);
-        let mut conn = self.pool.acquire().await?;
-
-        let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*)");
-        push_user_filters(&mut count, query);
-        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
-
-        let mut select = QueryBuilder::<Postgres>::new(format!("SELECT {USER_COLUMNS}"));
-        push_user_filters(&mut select, query);
-        select.push(user_order(query.sort));
-        select.push(" LIMIT ").push_bind(limit);
-        select.push(" OFFSET ").push_bind(offset);
-        let rows: Vec<UserRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-
-        let mut accounts = if rows.is_empty() {
-            Default::default()
-        } else {
-            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-            let found: Vec<IdentityRow> = sqlx::query_as(&format!(
-                "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = ANY($1) \
-                 ORDER BY created_at, provider, subject"
-            ))
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
-            group_identities(found)
-        };
-        let items = rows
-            .into_iter()
-            .map(|row| {
-                let linked = accounts.remove(&row.id).unwrap_or_default();
-                row.into_user(linked)
-            })
-            .collect();
-        Ok(Page { items, total })
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl SessionStore for PostgresStore {
-    async fn create_session(&self, session: &Session, refresh_hash: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, method, created_at, last_used_at, expires_at, \
-             ip, user_agent, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&session.id)
-        .bind(&session.user_id)
-        .bind(&session.method)
-        .bind(session.created_at.trunc_subsecs(6))
-        .bind(session.last_used_at.trunc_subsecs(6))
-        .bind(session.expires_at.trunc_subsecs(6))
-        .bind(&session.ip)
-        .bind(&session.user_agent)
-        .bind(session.revoked_at.map(|t| t.trunc_subsecs(6)))
-        .execute(&mut *tx)
-        .await
-        .map_err(fk_not_found)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(refresh_hash)
-        .bind(&session.id)
-        .bind(session.created_at.trunc_subsecs(6))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn get_session(&self, id: &str) -> Result<Option<Session>> {
-        let mut conn = self.pool.acquire().await?;
-        Self::session_in(&mut conn, id).await
-    }
-
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        successor_sealed: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Rotation> {
-        let now = now.trunc_subsecs(6);
-        let mut tx = self.pool.begin().await?;
-        // Concurrent callers queue on the row lock; once the winner commits,
-        // `rotated_at IS NULL` no longer holds for the others.
-        let rotated: Option<(String,)> = sqlx::query_as(
-            "UPDATE refresh_tokens SET rotated_at = $1, successor_sealed = $2 \
-             WHERE token_hash = $3 AND rotated_at IS NULL RETURNING session_id",
-        )
-        .bind(now)
-        .bind(successor_sealed)
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        if let Some((session_id,)) = rotated {
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) \
-                 VALUES ($1, $2, $3)",
-            )
-            .bind(new_hash)
-            .bind(&session_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let session: SessionRow = sqlx::query_as(&format!(
-                "UPDATE sessions SET last_used_at = $1 WHERE id = $2 RETURNING {SESSION_COLUMNS}"
-            ))
-            .bind(now)
-            .bind(&session_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Rotation::Rotated(session.into()));
-        }
-
-        let record: Option<RefreshRow> = sqlx::query_as(&format!(
-            "SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1"
-        ))
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match record {
-            Some(record) => match Self::session_in(&mut tx, &record.session_id).await? {
-                Some(session) => Rotation::AlreadyRotated(record.into(), session),
-                None => Rotation::Unknown,
-            },
-            None => Rotation::Unknown,
-        };
-        tx.commit().await?;
-        Ok(outcome)
-    }
-
-    async fn revoke_session(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 \
-             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
-        )
-        .bind(now.trunc_subsecs(6))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
+session_store!(PostgresStore {
     async fn revoke_user_sessions(
         &self,
         user_id: &str,
@@ -845,102 +366,8 @@ impl SessionStore for PostgresStore {
         .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
+});
 
-    async fn list_sessions(&self, user_id: &str, now: DateTime<Utc>) -> Result<Vec<Session>> {
-        let rows: Vec<SessionRow> = sqlx::query_as(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions \
-             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-             ORDER BY created_at DESC, id DESC"
-        ))
-        .bind(user_id)
-        .bind(now.trunc_subsecs(6))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Session::from).collect())
-    }
-}
+one_time_token_store!(PostgresStore);
 
-#[async_trait]
-impl OneTimeTokenStore for PostgresStore {
-    async fn create_one_time(
-        &self,
-        token_hash: &str,
-        purpose: OneTimePurpose,
-        user_id: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(purpose.as_str())
-        .bind(user_id)
-        .bind(expires_at.trunc_subsecs(6))
-        .execute(&self.pool)
-        .await
-        .map_err(fk_not_found)?;
-        Ok(())
-    }
-
-    async fn consume_one_time(
-        &self,
-        token_hash: &str,
-        purpose: OneTimePurpose,
-        now: DateTime<Utc>,
-    ) -> Result<Option<String>> {
-        let user: Option<(String,)> = sqlx::query_as(
-            "UPDATE one_time_tokens SET used_at = $1 \
-             WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 \
-             RETURNING user_id",
-        )
-        .bind(now.trunc_subsecs(6))
-        .bind(token_hash)
-        .bind(purpose.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(user.map(|(u,)| u))
-    }
-}
-
-#[async_trait]
-impl AuditStore for PostgresStore {
-    async fn record(&self, event: &AuditEvent) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (id, event, actor_id, user_id, outcome, method, detail, \
-             ip, user_agent, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&event.id)
-        .bind(&event.event)
-        .bind(&event.actor_id)
-        .bind(&event.user_id)
-        .bind(&event.outcome)
-        .bind(&event.method)
-        .bind(&event.detail)
-        .bind(&event.ip)
-        .bind(&event.user_agent)
-        .bind(event.created_at.trunc_subsecs(6))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn list_events(&self, query: &AuditQuery) -> Result<Page<AuditEvent>> {
-        let (limit, offset) = page_window(query.page, query.per_page, MAX_AUDIT_PAGE);
-        let mut conn = self.pool.acquire().await?;
-
-        let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*)");
-        push_audit_filters(&mut count, query);
-        let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
-
-        let mut select = QueryBuilder::<Postgres>::new(format!("SELECT {AUDIT_COLUMNS}"));
-        push_audit_filters(&mut select, query);
-        select.push(" ORDER BY created_at DESC, id DESC LIMIT ");
-        select.push_bind(limit).push(" OFFSET ").push_bind(offset);
-        let rows: Vec<AuditRow> = select.build_query_as().fetch_all(&mut *conn).await?;
-        Ok(Page {
-            items: rows.into_iter().map(AuditEvent::from).collect(),
-            total,
-        })
-    }
-}
+audit_store!(PostgresStore);

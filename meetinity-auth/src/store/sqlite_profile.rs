@@ -1,49 +1,19 @@
-//! [`ProfileStore`] for [`SqliteStore`]. Writers that read first take the
-//! write lock up front (`BEGIN IMMEDIATE`), as in the rest of the backend.
+//! [`ProfileStore`](super::ProfileStore) for [`SqliteStore`]. Writers that
+//! read first take the write lock up front (`BEGIN IMMEDIATE`), as in the
+//! rest of the backend.
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::common::{
-    is_foreign_key_violation, search_words, AuditRow, SessionRow, AUDIT_COLUMNS, SESSION_COLUMNS,
-};
-use super::profile::{
-    connections, status_str, ConnectionChange, ConnectionRow, Erasure, PreferencesEdit,
-    ProfileStore, CONNECTION_COLUMNS,
-};
+use super::common::{filtered_fields, fk_not_found, search_words};
+use super::profile::{Erasure, PreferencesEdit};
+use super::sqlite::ts;
 use super::SqliteStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{AuditEvent, Connection, Page, Session, UserQuery};
-
-/// The stored form of a timestamp; the same fixed-width UTC text as the rest
-/// of the backend, so that text order is time order.
-fn ts(t: DateTime<Utc>) -> String {
-    t.trunc_subsecs(6)
-        .to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// The fields the listing filters of `q` match, for
-/// [`UserQuery::public_fields_only`].
-fn filtered_fields(q: &UserQuery) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    if q.industry.is_some() {
-        fields.push("industry");
-    }
-    if q.location.is_some() {
-        fields.push("location");
-    }
-    if q.min_experience.is_some() || q.max_experience.is_some() {
-        fields.push("experience_years");
-    }
-    if q.skills.iter().any(|s| !s.trim().is_empty()) {
-        fields.push("skills");
-    }
-    fields
-}
+use crate::model::UserQuery;
 
 /// Appends the privacy conditions of a listing (see
 /// [`UserQuery::public_fields_only`]) to its `WHERE`.
@@ -65,16 +35,7 @@ pub(super) fn push_privacy_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &UserQu
     }
 }
 
-fn fk_not_found(e: sqlx::Error) -> Error {
-    if is_foreign_key_violation(&e) {
-        Error::new(ErrorKind::NotFound).with_source(e)
-    } else {
-        e.into()
-    }
-}
-
-#[async_trait]
-impl ProfileStore for SqliteStore {
+profile_store!(SqliteStore, Sqlite {
     async fn update_preferences(
         &self,
         user_id: &str,
@@ -101,96 +62,6 @@ impl ProfileStore for SqliteStore {
         Ok(prefs)
     }
 
-    async fn create_connection(&self, c: &Connection) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO connections (id, user_id, target_user_id, external_reference, \
-             connection_type, status, attributes, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&c.id)
-        .bind(&c.user_id)
-        .bind(&c.target_user_id)
-        .bind(&c.external_reference)
-        .bind(&c.connection_type)
-        .bind(status_str(c.status))
-        .bind(Json(&c.attributes))
-        .bind(ts(c.created_at))
-        .bind(ts(c.updated_at))
-        .execute(self.pool())
-        .await
-        .map_err(fk_not_found)?;
-        Ok(())
-    }
-
-    async fn get_connection(&self, id: &str) -> Result<Option<Connection>> {
-        let row: Option<ConnectionRow> = sqlx::query_as(&format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(ConnectionRow::into_connection).transpose()
-    }
-
-    async fn update_connection(
-        &self,
-        id: &str,
-        change: &ConnectionChange,
-        now: DateTime<Utc>,
-    ) -> Result<Connection> {
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE connections SET updated_at = ");
-        qb.push_bind(ts(now));
-        if let Some(status) = change.status {
-            qb.push(", status = ").push_bind(status_str(status));
-        }
-        if let Some(attributes) = &change.attributes {
-            qb.push(", attributes = ")
-                .push_bind(Json(attributes.clone()));
-        }
-        qb.push(" WHERE id = ").push_bind(id.to_owned());
-        qb.push(format_args!(" RETURNING {CONNECTION_COLUMNS}"));
-        let row: Option<ConnectionRow> = qb.build_query_as().fetch_optional(self.pool()).await?;
-        row.ok_or_else(|| Error::new(ErrorKind::NotFound))?
-            .into_connection()
-    }
-
-    async fn delete_connection(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM connections WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn list_connections(
-        &self,
-        user_id: &str,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Page<Connection>> {
-        let mut conn = self.pool().acquire().await?;
-        let (total,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM connections WHERE user_id = ?1 OR target_user_id = ?1",
-        )
-        .bind(user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        let rows: Vec<ConnectionRow> = sqlx::query_as(&format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections \
-             WHERE user_id = ?1 OR target_user_id = ?1 \
-             ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
-        ))
-        .bind(user_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(Page {
-            items: connections(rows)?,
-            total,
-        })
-    }
-
     async fn accepted_connections(&self, user_id: &str, among: &[String]) -> Result<Vec<String>> {
         if among.is_empty() {
             return Ok(Vec::new());
@@ -212,28 +83,6 @@ impl ProfileStore for SqliteStore {
         qb.push(")");
         let rows: Vec<(String,)> = qb.build_query_as().fetch_all(self.pool()).await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
-    async fn all_sessions(&self, user_id: &str) -> Result<Vec<Session>> {
-        let rows: Vec<SessionRow> = sqlx::query_as(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? \
-             ORDER BY created_at DESC, id DESC"
-        ))
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(Session::from).collect())
-    }
-
-    async fn user_audit_events(&self, user_id: &str) -> Result<Vec<AuditEvent>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE user_id = ?1 OR actor_id = ?1 \
-             ORDER BY created_at DESC, id DESC"
-        ))
-        .bind(user_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 
     async fn erase_user(&self, user_id: &str, e: &Erasure) -> Result<Option<Vec<String>>> {
@@ -288,37 +137,4 @@ impl ProfileStore for SqliteStore {
         tx.commit().await?;
         Ok(Some(sessions.into_iter().map(|(id,)| id).collect()))
     }
-
-    async fn users_due_for_purge(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT id FROM users \
-             WHERE scheduled_purge_at IS NOT NULL AND scheduled_purge_at <= ? \
-             ORDER BY scheduled_purge_at, id LIMIT ?",
-        )
-        .bind(ts(now))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
-    async fn purge_user(&self, user_id: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM users WHERE id = ? \
-             AND scheduled_purge_at IS NOT NULL AND scheduled_purge_at <= ?",
-        )
-        .bind(user_id)
-        .bind(ts(now))
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM audit_events WHERE created_at < ?")
-            .bind(ts(cutoff))
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
-    }
-}
+});

@@ -41,18 +41,23 @@ async fn unknown_account_verifies_against_a_dummy_and_is_false() {
     let hasher = PasswordHasher::new(2);
     let hash = hasher.hash(&pw("some long password")).await.unwrap();
 
-    let t = Instant::now();
-    assert!(hasher
-        .verify(&pw("some long password"), Some(&hash))
-        .await
-        .unwrap());
-    let known = t.elapsed();
-    let t = Instant::now();
-    assert!(!hasher
-        .verify(&pw("some long password"), None)
-        .await
-        .unwrap());
-    let unknown = t.elapsed();
+    // Fastest of several tries each: the machine may be busy with other work.
+    let mut known = std::time::Duration::MAX;
+    let mut unknown = std::time::Duration::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        assert!(hasher
+            .verify(&pw("some long password"), Some(&hash))
+            .await
+            .unwrap());
+        known = known.min(t.elapsed());
+        let t = Instant::now();
+        assert!(!hasher
+            .verify(&pw("some long password"), None)
+            .await
+            .unwrap());
+        unknown = unknown.min(t.elapsed());
+    }
     // Same work: an unknown account is not answered measurably faster.
     assert!(
         unknown * 3 > known,
