@@ -82,7 +82,8 @@ P_STATIC=$BASE_PORT
 P_VERIFY=$((BASE_PORT + 1))
 P_SQLITE=$((BASE_PORT + 2))
 P_PG=$((BASE_PORT + 3))
-for p in $P_STATIC $P_VERIFY $P_SQLITE $P_PG; do
+P_STATIC_H=$((BASE_PORT + 4))
+for p in $P_STATIC $P_VERIFY $P_SQLITE $P_PG $P_STATIC_H; do
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$p/"; then
     echo "port $p is in use: set BASE_PORT" >&2
     exit 1
@@ -164,12 +165,16 @@ record "meta	load_start	$(loadavg)"
 # --- start everything, idle RSS ------------------------------------------------
 psql "$PG_URL" -qc "CREATE DATABASE $TAG" >/dev/null
 start static "$P_STATIC" /health -- "$BIN/baseline_static" "127.0.0.1:$P_STATIC"
+# The same, also sending the server's response headers (request id, security
+# headers): tells their cost on the wire and in wrk from the server's own work.
+start static_h "$P_STATIC_H" /health -- env BASELINE_HEADERS=server "$BIN/baseline_static" \
+  "127.0.0.1:$P_STATIC_H"
 start verify "$P_VERIFY" /health -- env "JWT_SECRET=$SECRET" "JWT_ISSUER=$ISSUER" \
   "JWT_AUDIENCE=$AUDIENCE" "$BIN/baseline_verify" "127.0.0.1:$P_VERIFY"
 start sqlite "$P_SQLITE" /ready -- env "${SQLITE_ENV[@]}" "$BIN/meetinity-auth-server"
 start postgres "$P_PG" /ready -- env "${PG_ENV[@]}" "$BIN/meetinity-auth-server"
 sleep 1
-for s in static verify sqlite postgres; do record "rss	idle	$s	$(rss_kb $s)"; done
+for s in static static_h verify sqlite postgres; do record "rss	idle	$s	$(rss_kb $s)"; done
 
 # --- accounts and tokens -------------------------------------------------------
 declare -A TOKEN
@@ -200,6 +205,7 @@ port_of() { case $1 in sqlite) echo "$P_SQLITE" ;; postgres) echo "$P_PG" ;; esa
 for round in $(seq 1 "$ROUNDS"); do
   say "round $round/$ROUNDS (load $(loadavg))"
   bench "$round" health static "http://127.0.0.1:$P_STATIC/health"
+  bench "$round" health static_h "http://127.0.0.1:$P_STATIC_H/health"
   for s in sqlite postgres; do
     bench "$round" health $s "http://127.0.0.1:$(port_of $s)/health"
   done
@@ -227,7 +233,7 @@ for round in $(seq 1 "$ROUNDS"); do
     record "pacer	$round	mixed	$s	${line#PACER }"
   done
 done
-for s in static verify sqlite postgres; do record "rss	after	$s	$(rss_kb $s)"; done
+for s in static static_h verify sqlite postgres; do record "rss	after	$s	$(rss_kb $s)"; done
 
 # --- start-up to /ready on SQLite with migrations applied ----------------------
 stop sqlite

@@ -1,7 +1,10 @@
 //! Load-benchmark baseline: hyper alone answering `GET /health` with a fixed
 //! JSON body — the ceiling for `GET /health` of the real server.
 //!
-//! Run with `baseline_static 127.0.0.1:5101`.
+//! Run with `baseline_static 127.0.0.1:5101`. With `BASELINE_HEADERS=server`
+//! it also sends the response headers the real server adds to every answer
+//! (request id, security headers), to tell their cost on the wire (and in
+//! the load generator) from the server's own work.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +22,21 @@ use tokio::net::TcpListener;
 
 const BODY: &[u8] = br#"{"status":"ok"}"#;
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The headers `meetinity_auth::http::Api` adds to every response, with a
+/// request id of the same length.
+const SERVER_HEADERS: &[(&str, &str)] = &[
+    ("x-request-id", "6f1c8a2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+];
+
+async fn handle(extra: bool, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = if req.uri().path() == "/health" {
         (StatusCode::OK, Bytes::from_static(BODY))
     } else {
@@ -27,10 +44,16 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     };
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
-    res.headers_mut().insert(
+    let h = res.headers_mut();
+    h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
+    if extra {
+        for (name, value) in SERVER_HEADERS {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+    }
     Ok(res)
 }
 
@@ -54,14 +77,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let extra = std::env::var("BASELINE_HEADERS").is_ok_and(|v| v == "server");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(extra, req));
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
+                .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
     }
