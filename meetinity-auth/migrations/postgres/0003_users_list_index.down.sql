@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS users_active_industry_location_name_idx;
