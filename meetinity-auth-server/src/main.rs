@@ -54,7 +54,7 @@ fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: escape codes garble log files, and
-    // formatting them cost every request's span ~0.4 µs (benches/README.md).
+    // formatting them showed in every request's span (benches/README.md).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
