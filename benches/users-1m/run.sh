@@ -21,6 +21,7 @@
 # PORT=57300 DB=meetinity_bench_1m REUSE_DB=1 (keep an already seeded database)
 # KEEP_DB=1 (do not drop it at the end) SKIP_BUILD=1 BIN=path/to/server
 # REDIS_URL (profile cache in Redis instead of in-process) SERVER_LOG=warn
+# USERS_MAX_TOTAL (the server's cap on counted matches; its default when unset)
 # TEST_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 
@@ -100,6 +101,7 @@ SERVER_ENV=(
   JWT_ALGO=HS256 "JWT_SECRET=$SECRET" "RUST_LOG=${SERVER_LOG:-warn}"
 )
 [ -n "${REDIS_URL:-}" ] && SERVER_ENV+=("REDIS_URL=$REDIS_URL" "REDIS_PREFIX=${DB}_$$")
+[ -n "${USERS_MAX_TOTAL:-}" ] && SERVER_ENV+=("USERS_MAX_TOTAL=$USERS_MAX_TOTAL")
 say "starting $PROFILE server $BIN on $DB"
 env "${SERVER_ENV[@]}" "$BIN" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -144,7 +146,8 @@ check() {
     || { echo "GET $path failed: $(curl -s "$BASE$path" -H "authorization: Bearer $TOKEN")" >&2; exit 1; }
   jq -e '(.items | length) > 0 or has("user")' >/dev/null <<<"$out" \
     || { echo "GET $path returned nothing: $out" >&2; exit 1; }
-  printf '%s' "$(jq -r '.total // "-"' <<<"$out")"
+  # "1000+": more matches than the server counts (USERS_MAX_TOTAL).
+  printf '%s' "$(jq -r 'if .total_exact == false then "\(.total)+" else (.total // "-" | tostring) end' <<<"$out")"
 }
 
 RESULTS=$WORK/results.tsv
@@ -210,6 +213,7 @@ for label in list search_common search_medium search_rare verify get_user; do
 done
 printf '\nlist = GET /users?industry=X&location=Y&sort=name&per_page=20&page=3 (4 X/Y pairs in turn)\n'
 printf 'search_common = q=rust (skill), search_medium = q=globex (company), search_rare = q=kenji rossi\n'
+printf 'total N+ = more than N matches: counting stops at USERS_MAX_TOTAL (%s)\n' "${USERS_MAX_TOTAL:-server default}"
 printf 'get_user = GET /users/{id} of another user, warm cache (%s)\n' \
   "$([ -n "${REDIS_URL:-}" ] && echo Redis || echo in-process moka)"
 printf 'medians over rounds; raw lines:\n'

@@ -24,6 +24,7 @@ use meetinity_auth::{Config, Error, ErrorKind, Result};
 use tokio::net::TcpListener;
 
 pub mod backup;
+pub mod purge;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -31,7 +31,8 @@ enum Command {
         direction: String,
     },
     /// Delete what is due: erased accounts past `ACCOUNT_RETENTION_DAYS` and
-    /// audit events past `AUDIT_RETENTION_DAYS` (run it daily, e.g. from cron).
+    /// audit events past `AUDIT_RETENTION_DAYS` (run it daily, e.g. from cron,
+    /// or set `PURGE_INTERVAL_SECS` for `serve` to do it).
     Purge,
     /// Copy the SQLite database to FILE while the server runs (an online,
     /// consistent backup). For PostgreSQL use pg_dump (see the README).
@@ -116,7 +117,22 @@ async fn run(config: Config) -> meetinity_auth::Result<()> {
         providers = ?api.service().providers(),
         "meetinity-auth-server listening"
     );
-    serve(listener, api, config.request_timeout, shutdown_signal()).await
+    let purger = config.purge_interval.map(|every| {
+        tracing::info!(
+            every_secs = every.as_secs(),
+            "purging what is due in the background (PURGE_INTERVAL_SECS)"
+        );
+        meetinity_auth_server::purge::Purger::spawn(
+            std::sync::Arc::clone(api.service()),
+            std::sync::Arc::new(meetinity_auth::clock::SystemClock),
+            every,
+        )
+    });
+    let served = serve(listener, api, config.request_timeout, shutdown_signal()).await;
+    if let Some(purger) = purger {
+        purger.stop().await;
+    }
+    served
 }
 
 async fn purge(config: Config) -> meetinity_auth::Result<()> {

@@ -239,6 +239,13 @@ pub struct Config {
     pub account_retention: Duration,
     /// `AUDIT_RETENTION_DAYS` (default 365).
     pub audit_retention: Duration,
+    /// `PURGE_INTERVAL_SECS` (default 0 = off): `serve` also runs the
+    /// `purge` command's work every this many seconds, in the background.
+    pub purge_interval: Option<Duration>,
+    /// `USERS_MAX_TOTAL` (default 1000, 1-1000000): user listings and
+    /// searches count at most this many matches for `total` (beyond it
+    /// `total_exact` is false) and refuse pages past them.
+    pub users_max_total: u64,
     /// `TRUSTED_PROXIES`, comma-separated IPs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `RATE_LIMIT_PER_MINUTE` (default 60; 0 = off): requests per minute per
@@ -310,6 +317,8 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("account_retention", &self.account_retention)
             .field("audit_retention", &self.audit_retention)
+            .field("purge_interval", &self.purge_interval)
+            .field("users_max_total", &self.users_max_total)
             .field("log_filter", &self.log_filter)
             .field("google", &self.google)
             .field("linkedin", &self.linkedin)
@@ -693,6 +702,9 @@ impl Config {
             audit_retention: Duration::from_secs(
                 86_400 * v.number("AUDIT_RETENTION_DAYS", 365u64, 1, 36_500),
             ),
+            purge_interval: Some(v.secs("PURGE_INTERVAL_SECS", 0, 0, 30 * 86_400))
+                .filter(|d| !d.is_zero()),
+            users_max_total: v.number("USERS_MAX_TOTAL", 1000u64, 1, 1_000_000),
             trusted_proxies,
             rate_limit_per_minute: v.number("RATE_LIMIT_PER_MINUTE", 60u64, 0, 1_000_000),
             google: v.provider("GOOGLE", "https://accounts.google.com"),
@@ -760,6 +772,26 @@ mod tests {
             ("LINKEDIN_ISSUER_URL", "http://evil.example"),
         ]);
         assert!(e.contains("LINKEDIN_ISSUER_URL"), "{e}");
+    }
+
+    #[test]
+    fn purge_interval_and_users_max_total() {
+        let c = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!((c.purge_interval, c.users_max_total), (None, 1000));
+        let c = Config::from_vars([("PURGE_INTERVAL_SECS", "3600"), ("USERS_MAX_TOTAL", "50")])
+            .unwrap();
+        assert_eq!(c.purge_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.users_max_total, 50);
+        assert_eq!(
+            Config::from_vars([("PURGE_INTERVAL_SECS", "0")])
+                .unwrap()
+                .purge_interval,
+            None
+        );
+        assert!(err(&[("PURGE_INTERVAL_SECS", "-1")]).contains("PURGE_INTERVAL_SECS"));
+        assert!(err(&[("PURGE_INTERVAL_SECS", "hourly")]).contains("PURGE_INTERVAL_SECS"));
+        assert!(err(&[("USERS_MAX_TOTAL", "0")]).contains("USERS_MAX_TOTAL"));
+        assert!(err(&[("USERS_MAX_TOTAL", "2000000")]).contains("USERS_MAX_TOTAL"));
     }
 
     #[test]

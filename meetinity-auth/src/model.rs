@@ -407,6 +407,13 @@ pub struct UserQuery {
     /// who are not admins). `q` then skips users who hide any of the
     /// searched fields.
     pub public_fields_only: bool,
+    /// Count at most this many matches for [`Page::total`] (`None`: count
+    /// them all). Counting every match of a common word among a million
+    /// users reads every matching row; a cap bounds that work, the way
+    /// search engines report "at least N" hits (`USERS_MAX_TOTAL`). A page
+    /// that starts at or past this many matches is refused
+    /// ([`ErrorKind::BadRequest`](crate::ErrorKind::BadRequest) naming `page`).
+    pub count_limit: Option<u64>,
 }
 
 /// One page of a listing.
@@ -414,8 +421,12 @@ pub struct UserQuery {
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
-    /// Total matching items.
+    /// Total matching items, or the count limit when there are more
+    /// ([`UserQuery::count_limit`]; then `total_exact` is false).
     pub total: i64,
+    /// Whether `total` is the exact number of matches (false: there are
+    /// more than `total`).
+    pub total_exact: bool,
 }
 
 /// Where a request came from, for sessions, throttling and audit.

@@ -858,6 +858,7 @@ async fn search_and_filters(db: Db) {
     assert_eq!(body["query"], "rust");
     assert_eq!(body["page"], 2);
     assert_eq!(body["per_page"], 2);
+    assert_eq!(body["total_exact"], true, "{body}");
 
     // Sorting.
     let (_, by_exp) = list_all(
@@ -890,6 +891,55 @@ async fn search_and_filters(db: Db) {
     assert_eq!(by_name, want);
     let res = get(&s, "/users?per_page=1000", &me.token).await;
     assert_eq!(res.expect(200)["per_page"], 100);
+    s.stop().await.unwrap();
+}
+
+/// `USERS_MAX_TOTAL`: past it `total` is the limit with `total_exact:
+/// false`; below it the count is exact; a page that starts past it is a 400
+/// naming `page`. The same for `GET /users` and `GET /users/search`, for
+/// users and admins.
+async fn totals_are_capped(db: Db) {
+    let s = start_opts(options(db).var("USERS_MAX_TOTAL", "5")).await;
+    let admin = admin(&s).await;
+    let me = register(&s, "counter").await;
+    for i in 0..7 {
+        let patch = UserPatch {
+            title: Some(Some("Capstone Engineer".into())),
+            industry: Some(Some(if i < 3 { "Niche" } else { "Broad" }.into())),
+            ..UserPatch::default()
+        };
+        seed(&s, &format!("Capped {i}"), patch).await;
+    }
+    for token in [&me.token, &admin.token] {
+        for path in ["/users?per_page=2", "/users/search?q=capstone&per_page=2"] {
+            let res = get(&s, path, token).await;
+            let body = res.expect(200);
+            assert_eq!(body["total"], 5, "{path}: {body}");
+            assert_eq!(body["total_exact"], false, "{path}: {body}");
+            assert_eq!(ids(&body["items"]).len(), 2, "{path}: {body}");
+            // Offset 4: still within the first 5 matches.
+            let res = get(&s, &format!("{path}&page=3"), token).await;
+            let body = res.expect(200);
+            assert_eq!(ids(&body["items"]).len(), 2, "{path}: {body}");
+            assert_eq!(body["total_exact"], false, "{path}: {body}");
+            // Offset 6: past them.
+            let res = get(&s, &format!("{path}&page=4"), token).await;
+            assert_eq!(res.status, 400, "{res:?}");
+            assert_eq!(res.body["error"]["reason"], "bad_request", "{res:?}");
+            let why = res.body["error"]["details"]["page"].as_str().unwrap();
+            assert!(why.contains("narrow"), "{why}");
+        }
+        // A narrower query is counted exactly.
+        for path in [
+            "/users?industry=niche&per_page=2",
+            "/users/search?q=capstone&industry=Niche&per_page=2",
+        ] {
+            let res = get(&s, path, token).await;
+            let body = res.expect(200);
+            assert_eq!(body["total"], 3, "{path}: {body}");
+            assert_eq!(body["total_exact"], true, "{path}: {body}");
+        }
+    }
     s.stop().await.unwrap();
 }
 
@@ -944,6 +994,19 @@ async fn privacy_is_honoured(db: Db) {
         &format!("/users/{}", open.id),
         Some(&open.token),
         Some(json!({"name": "Oscar Open", "industry": "Robotics", "title": "Welder"})),
+    )
+    .await
+    .expect(200);
+    // Explicitly public searched fields, and a hidden field that search
+    // does not look at: still found by search.
+    call(
+        &s,
+        Method::PUT,
+        &format!("/users/{}/privacy", open.id),
+        Some(&open.token),
+        Some(json!({"privacy_settings": {
+            "name": "public", "title": "public", "location": "private",
+        }})),
     )
     .await
     .expect(200);
@@ -1033,7 +1096,26 @@ async fn privacy_is_honoured(db: Db) {
     let items = res.expect(200)["items"].clone();
     let o = find(&items, &open.id).unwrap();
     assert_eq!(o["title"], "Welder");
-    assert!(!has(&o, "email"));
+    assert!(!has(&o, "email") && !has(&o, "location"));
+    // Hiding one searched field from connections is enough to be left out
+    // of others' searches (the friend included), whatever the other fields.
+    for (field, visibility) in [("title", "connections"), ("skills", "private")] {
+        call(
+            &s,
+            Method::PUT,
+            &format!("/users/{}/privacy", open.id),
+            Some(&open.token),
+            Some(json!({"privacy_settings": { field: visibility }})),
+        )
+        .await
+        .expect(200);
+        for viewer in [&stranger, &friend] {
+            let res = get(&s, "/users/search?q=oscar", &viewer.token).await;
+            assert_eq!(res.expect(200)["total"], 0, "{field}: {res:?}");
+        }
+        let res = get(&s, "/users/search?q=oscar", &admin.token).await;
+        assert_eq!(ids(&res.expect(200)["items"]), vec![open.id.clone()]);
+    }
     s.stop().await.unwrap();
 }
 
@@ -1879,6 +1961,152 @@ async fn purge_deletes_only_what_is_due(db: Db) {
     s.stop().await.unwrap();
 }
 
+/// `PURGE_INTERVAL_SECS`: the background purge of `serve` deletes a due
+/// account without the `purge` command, keeps going when a run fails, and
+/// stops when asked.
+async fn purge_runs_in_the_background(db: Db) {
+    use meetinity_auth_server::purge::Purger;
+    let clock = ManualClock::new();
+    let mut opts = options(db).var("ACCOUNT_RETENTION_DAYS", "30");
+    opts.clock = Some(Arc::new(clock.clone()));
+    let s = start_opts(opts).await;
+    let gone = register(&s, "bg-gone").await;
+    let stays = register(&s, "bg-stays").await;
+    call(
+        &s,
+        Method::POST,
+        &format!("/users/{}/erase", gone.id),
+        Some(&gone.token),
+        None,
+    )
+    .await
+    .expect(200);
+    let every = Duration::from_millis(20);
+    let purger = Purger::spawn(s.api.service().clone(), Arc::new(clock.clone()), every);
+    let st = store(&s);
+    // Runs before the retention is over delete nothing.
+    tokio::time::sleep(every * 10).await;
+    assert!(st.get_user(&gone.id).await.unwrap().is_some());
+
+    clock.advance(Duration::from_secs(31 * 86_400));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while st.get_user(&gone.id).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "not purged");
+        tokio::time::sleep(every).await;
+    }
+    assert!(st.get_user(&stays.id).await.unwrap().is_some());
+    let purged = audit_store(&s)
+        .list_events(&AuditQuery {
+            event: Some("account_purged".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged.total, 1);
+
+    // The database goes away: the runs fail, the purge goes on.
+    match &s.backend {
+        Backend::Sqlite(st) => st.close().await,
+        Backend::Postgres(st) => st.close().await,
+        other => panic!("unexpected backend {other:?}"),
+    }
+    tokio::time::sleep(every * 10).await;
+    assert!(purger.is_running());
+    tokio::time::timeout(Duration::from_secs(5), purger.stop())
+        .await
+        .expect("the purge stops");
+    s.stop().await.unwrap();
+}
+
+/// `serve` with `PURGE_INTERVAL_SECS` (the real binary) purges a due
+/// account by itself, logs it, and still stops cleanly on SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_purges_every_purge_interval_secs() {
+    let dir = TempDir::new();
+    let db = format!("sqlite://{}", dir.0.join("interval.db").display());
+    let s = start(&[
+        ("DATABASE_URL", &db),
+        ("ACCOUNT_RETENTION_DAYS", "0"),
+        ("RATE_LIMIT_PER_MINUTE", "0"),
+    ])
+    .await;
+    let gone = register(&s, "gone").await;
+    let stays = register(&s, "stays").await;
+    call(
+        &s,
+        Method::POST,
+        &format!("/users/{}/erase", gone.id),
+        Some(&gone.token),
+        None,
+    )
+    .await
+    .expect(200);
+    s.stop().await.unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meetinity-auth-server"))
+        .arg("serve")
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("DATABASE_URL", &db)
+        .env("JWT_SECRET", "test-secret-test-secret-test-secret-0123")
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", port.to_string())
+        .env("ACCOUNT_RETENTION_DAYS", "0")
+        .env("PURGE_INTERVAL_SECS", "1")
+        .env("RUST_LOG", "info")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = meetinity_auth::store::SqliteStore::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while st.get_user(&gone.id).await.unwrap().is_some() {
+        if tokio::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "not purged: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(st.get_user(&stays.id).await.unwrap().is_some());
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{logs}");
+    assert!(logs.contains("PURGE_INTERVAL_SECS"), "{logs}");
+    assert!(logs.contains("purged what was due"), "{logs}");
+}
+
 /// The `purge` subcommand of the real binary deletes a due account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_command_deletes_due_accounts() {
@@ -1973,6 +2201,7 @@ async fn listing_indexes_exist(db: Db) {
             let names: BTreeSet<String> = names.into_iter().map(|(n,)| n).collect();
             for n in [
                 "users_search_idx",
+                "users_public_search_idx",
                 "users_skills_lower_idx",
                 "users_active_created_idx",
                 "users_active_name_idx",
@@ -2011,6 +2240,43 @@ async fn listing_indexes_exist(db: Db) {
                 .execute(&mut *conn)
                 .await
                 .unwrap();
+            // A search by a caller who is not an admin (written as the store
+            // writes it) implies the predicate of users_public_search_idx:
+            // given rows where it pays and without the full index (all
+            // rolled back), the planner uses it and checks nothing after.
+            let mut tx = st.pool().begin().await.unwrap();
+            for sql in [
+                "INSERT INTO users (id, email, name, provider, skills, created_at, updated_at) \
+                 SELECT 'gen-' || g, 'gen-' || g || '@example.com', 'Generated ' || g, \
+                 'password', CASE WHEN g % 100 = 0 THEN '[\"Rust\"]' ELSE '[\"Go\"]' END::jsonb, \
+                 now(), now() FROM generate_series(1, 5000) AS g",
+                "ANALYZE users",
+                "DROP INDEX users_search_idx",
+                "SET LOCAL enable_seqscan = off",
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await.unwrap();
+            }
+            let plan: Vec<(String,)> = sqlx::query_as(
+                "EXPLAIN SELECT id FROM users u \
+                 WHERE u.is_active AND u.erased_at IS NULL \
+                 AND u.search @@ to_tsquery('simple'::regconfig, 'rust:*') \
+                 AND coalesce(u.privacy_settings ->> 'name', 'public') = 'public' \
+                 AND coalesce(u.privacy_settings ->> 'title', 'public') = 'public' \
+                 AND coalesce(u.privacy_settings ->> 'company', 'public') = 'public' \
+                 AND coalesce(u.privacy_settings ->> 'skills', 'public') = 'public' \
+                 AND coalesce(u.privacy_settings ->> 'bio', 'public') = 'public'",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+            tx.rollback().await.unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|(l,)| l).collect();
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("Bitmap Index Scan on users_public_search_idx")),
+                "{plan:?}"
+            );
+            assert!(!plan.iter().any(|l| l.contains("Filter")), "{plan:?}");
         }
         other => panic!("unexpected backend {other:?}"),
     }
@@ -2053,5 +2319,7 @@ users_on_both_backends!(
     export_is_complete,
     erase_leaves_no_personal_data,
     purge_deletes_only_what_is_due,
+    purge_runs_in_the_background,
+    totals_are_capped,
     listing_indexes_exist,
 );

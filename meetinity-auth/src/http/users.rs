@@ -120,6 +120,7 @@ where
                 "page": page,
                 "per_page": per_page,
                 "total": found.total,
+                "total_exact": found.total_exact,
             });
             if search {
                 body["query"] = json!(query.q);

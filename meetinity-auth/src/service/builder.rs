@@ -218,6 +218,7 @@ impl AuthServiceBuilder {
                 login_failure_window: c.login_failure_window,
                 account_retention: c.account_retention,
                 audit_retention: c.audit_retention,
+                users_max_total: c.users_max_total,
             },
         };
         Ok((Authenticator::new(parts), backend))

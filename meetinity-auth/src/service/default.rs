@@ -57,6 +57,9 @@ pub struct Policy {
     pub account_retention: Duration,
     /// How long audit events are kept (`AUDIT_RETENTION_DAYS`).
     pub audit_retention: Duration,
+    /// User listings and searches count at most this many matches and
+    /// refuse pages past them (`USERS_MAX_TOTAL`).
+    pub users_max_total: u64,
 }
 
 impl Default for Policy {
@@ -72,6 +75,7 @@ impl Default for Policy {
             login_failure_window: Duration::from_secs(900),
             account_retention: Duration::from_secs(30 * 86_400),
             audit_retention: Duration::from_secs(365 * 86_400),
+            users_max_total: 1000,
         }
     }
 }

@@ -117,7 +117,9 @@ pub trait UserService: Send + Sync {
     /// Active users matching the filters, as the caller may see them.
     /// Deactivated and erased users never appear. For callers who are not
     /// admins, filters and `q` match only public values
-    /// ([`UserQuery::public_fields_only`]).
+    /// ([`UserQuery::public_fields_only`]). `total` counts at most
+    /// `USERS_MAX_TOTAL` matches ([`UserQuery::count_limit`]); a page past
+    /// them is a `BadRequest` naming `page`.
     async fn list_users(&self, caller: &AccessClaims, query: &UserQuery) -> Result<Page<Value>>;
 
     /// One user, as the caller may see it. Inactive users are not found,
@@ -397,6 +399,7 @@ impl UserService for Authenticator {
         let admin = is_admin(caller);
         let query = UserQuery {
             public_fields_only: !admin,
+            count_limit: Some(self.parts().policy.users_max_total),
             ..query.clone()
         };
         let page = self.parts().users.list_users(&query).await?;
@@ -414,6 +417,7 @@ impl UserService for Authenticator {
         Ok(Page {
             items,
             total: page.total,
+            total_exact: page.total_exact,
         })
     }
 

@@ -31,6 +31,21 @@ pub(crate) fn page_window(page: u32, per_page: u32, max: u32) -> (i64, i64) {
     (i64::from(per), (page - 1) * i64::from(per))
 }
 
+/// The `400` for a user listing page that starts past
+/// [`UserQuery::count_limit`] matches: paging that deep would read every
+/// match before it, so the caller is told to narrow the query instead.
+pub(crate) fn page_past_count_limit(cap: u64) -> Error {
+    let what = format!(
+        "goes past the first {cap} matches, which is as far as listings go: \
+         narrow the query (q, industry, location, skills, experience) instead"
+    );
+    Error::msg(
+        ErrorKind::BadRequest,
+        format!("Query parameter `page` {what}."),
+    )
+    .with_details(serde_json::json!({ "page": what }))
+}
+
 /// One attempt of a retried operation.
 pub(crate) enum Attempt<T> {
     /// The operation finished.

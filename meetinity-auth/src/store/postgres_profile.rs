@@ -15,6 +15,18 @@ use super::PostgresStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::UserQuery;
 
+/// "Every searched field is public": the condition that a search by a
+/// caller who is not an admin adds, written exactly as the predicate of the
+/// partial index `users_public_search_idx` (migration 0004), so that the
+/// planner can prove the query implies it and use that index. A missing key
+/// and a JSON `null` are public.
+const SEARCHED_FIELDS_PUBLIC: &str = "\
+    coalesce(u.privacy_settings ->> 'name', 'public') = 'public' \
+    AND coalesce(u.privacy_settings ->> 'title', 'public') = 'public' \
+    AND coalesce(u.privacy_settings ->> 'company', 'public') = 'public' \
+    AND coalesce(u.privacy_settings ->> 'skills', 'public') = 'public' \
+    AND coalesce(u.privacy_settings ->> 'bio', 'public') = 'public'";
+
 /// Appends the privacy conditions of a listing (see
 /// [`UserQuery::public_fields_only`]) to its `WHERE`.
 pub(super) fn push_privacy_filters(qb: &mut QueryBuilder<'_, Postgres>, q: &UserQuery) {
@@ -27,11 +39,7 @@ pub(super) fn push_privacy_filters(qb: &mut QueryBuilder<'_, Postgres>, q: &User
         ));
     }
     if !search_words(q.q.as_deref().unwrap_or_default()).is_empty() {
-        qb.push(
-            " AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(u.privacy_settings) p \
-             WHERE p.key IN ('name', 'title', 'company', 'skills', 'bio') \
-             AND p.value <> 'public')",
-        );
+        qb.push(" AND ").push(SEARCHED_FIELDS_PUBLIC);
     }
 }
 
@@ -127,3 +135,21 @@ profile_store!(PostgresStore, Postgres {
         Ok(Some(sessions.into_iter().map(|(id,)| id).collect()))
     }
 });
+
+#[cfg(test)]
+mod tests {
+    /// The privacy condition of a search is the predicate of the partial
+    /// index, clause for clause: were they to drift apart, the planner could
+    /// no longer use the index and would check every match (a slow search,
+    /// not a wrong one, so no other test would notice).
+    #[test]
+    fn the_search_privacy_condition_is_the_index_predicate() {
+        let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let migration = squash(include_str!(
+            "../../migrations/postgres/0004_users_public_search_index.up.sql"
+        ));
+        let condition = squash(&super::SEARCHED_FIELDS_PUBLIC.replace("u.", ""));
+        let predicate = format!("WHERE is_active AND erased_at IS NULL AND {condition};");
+        assert!(migration.contains(&predicate), "{predicate}");
+    }
+}

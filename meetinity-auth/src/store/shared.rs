@@ -323,6 +323,7 @@ macro_rules! audit_store {
                         .map($crate::model::AuditEvent::from)
                         .collect(),
                     total,
+                    total_exact: true,
                 })
             }
         }
@@ -738,20 +739,115 @@ macro_rules! user_store {
                 &self,
                 query: &$crate::model::UserQuery,
             ) -> $crate::error::Result<$crate::model::Page<$crate::model::User>> {
-                use $crate::store::common::{page_window, UserRow, MAX_USER_PAGE, USER_COLUMNS};
+                use $crate::store::common::{
+                    page_window, search_words, UserRow, MAX_USER_PAGE, USER_COLUMNS,
+                };
                 let (limit, offset) = page_window(query.page, query.per_page, MAX_USER_PAGE);
+                let cap = query.count_limit.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
+                if let Some(cap) = query.count_limit {
+                    if u64::try_from(offset).unwrap_or(u64::MAX) >= cap {
+                        return Err($crate::store::common::page_past_count_limit(cap));
+                    }
+                }
                 let mut conn = self.pool.acquire().await?;
 
-                let mut count = ::sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*)");
-                push_user_filters(&mut count, query);
-                let (total,): (i64,) = count.build_query_as().fetch_one(&mut *conn).await?;
+                // Every statement here is planned for its values each time
+                // (`persistent(false)`): a cached generic plan, made without
+                // knowing the words of `q`, would serve a common word with the
+                // plan of a rare one (a bitmap of every match) or the reverse.
+                let mut rows: Option<Vec<UserRow>> = None;
+                let mut counted: Option<(i64, bool)> = None;
+                let searching = !search_words(query.q.as_deref().unwrap_or_default()).is_empty();
+                if let (Some(cap), true) = (cap, searching) {
+                    // A search takes its first `cap` + 1 matches at once.
+                    // When that is all of them, the page is sorted among them
+                    // and the search (its index scan, the main cost of a rare
+                    // word) runs once, not once for the page and once for the
+                    // count. Past `cap`, only the count is kept.
+                    #[derive(::sqlx::FromRow)]
+                    struct Counted {
+                        #[sqlx(flatten)]
+                        row: UserRow,
+                        matches: i64,
+                    }
+                    let mut first = ::sqlx::QueryBuilder::<$db>::new(format!(
+                        "WITH m AS MATERIALIZED (SELECT {USER_COLUMNS}"
+                    ));
+                    push_user_filters(&mut first, query);
+                    first.push(" LIMIT ").push_bind(cap.saturating_add(1));
+                    first.push(format!(
+                        ") SELECT {USER_COLUMNS}, (SELECT COUNT(*) FROM m) AS matches FROM m u"
+                    ));
+                    first.push(user_order(query.sort));
+                    first.push(" LIMIT ").push_bind(limit);
+                    first.push(" OFFSET ").push_bind(offset);
+                    let found: Vec<Counted> = first
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    match found.first().map(|c| c.matches) {
+                        Some(n) if n <= cap => {
+                            counted = Some((n, true));
+                            rows = Some(found.into_iter().map(|c| c.row).collect());
+                        }
+                        Some(_) => counted = Some((cap, false)),
+                        None if offset == 0 => {
+                            counted = Some((0, true));
+                            rows = Some(Vec::new());
+                        }
+                        // A page past the last match: counted below.
+                        None => {}
+                    }
+                }
 
-                let mut select = ::sqlx::QueryBuilder::<$db>::new(format!("SELECT {USER_COLUMNS}"));
-                push_user_filters(&mut select, query);
-                select.push(user_order(query.sort));
-                select.push(" LIMIT ").push_bind(limit);
-                select.push(" OFFSET ").push_bind(offset);
-                let rows: Vec<UserRow> = select.build_query_as().fetch_all(&mut *conn).await?;
+                let rows = match rows {
+                    Some(rows) => rows,
+                    None => {
+                        let mut select =
+                            ::sqlx::QueryBuilder::<$db>::new(format!("SELECT {USER_COLUMNS}"));
+                        push_user_filters(&mut select, query);
+                        select.push(user_order(query.sort));
+                        select.push(" LIMIT ").push_bind(limit);
+                        select.push(" OFFSET ").push_bind(offset);
+                        select
+                            .build_query_as()
+                            .persistent(false)
+                            .fetch_all(&mut *conn)
+                            .await?
+                    }
+                };
+
+                let seen = offset.saturating_add(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+                let (total, total_exact) = match counted {
+                    Some(counted) => counted,
+                    // A short page is the last one: it tells the total.
+                    None if seen < offset.saturating_add(limit)
+                        && (offset == 0 || !rows.is_empty()) =>
+                    {
+                        (seen, true)
+                    }
+                    None => {
+                        // Counts at most `cap` + 1 matches: the work is
+                        // bounded however many users match.
+                        let mut count =
+                            ::sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM (SELECT 1");
+                        push_user_filters(&mut count, query);
+                        if let Some(cap) = cap {
+                            count.push(" LIMIT ").push_bind(cap.saturating_add(1));
+                        }
+                        count.push(") AS matches");
+                        let (n,): (i64,) = count
+                            .build_query_as()
+                            .persistent(false)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        match cap {
+                            Some(cap) if n > cap => (cap, false),
+                            _ => (n, true),
+                        }
+                    }
+                };
 
                 let mut accounts = if rows.is_empty() {
                     Default::default()
@@ -765,7 +861,11 @@ macro_rules! user_store {
                         row.into_user(linked)
                     })
                     .collect();
-                Ok($crate::model::Page { items, total })
+                Ok($crate::model::Page {
+                    items,
+                    total,
+                    total_exact,
+                })
             }
 
             async fn ping(&self) -> $crate::error::Result<()> {
@@ -885,6 +985,7 @@ macro_rules! profile_store {
                 Ok($crate::model::Page {
                     items: connections(rows)?,
                     total,
+                    total_exact: true,
                 })
             }
 

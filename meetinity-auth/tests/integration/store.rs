@@ -1042,6 +1042,95 @@ async fn list_users_filters_sort_and_search<S: Backend>(store: S, clock: ManualC
     assert_eq!((total, ids.len()), (4, 0));
 }
 
+/// `count_limit` caps `total` (then `total_exact` is false), a short last
+/// page tells the total without counting, and a page that starts past the
+/// limit is refused naming `page`; filters and `q` are counted the same way.
+async fn list_users_count_limit<S: Backend>(store: S, clock: ManualClock) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = store
+            .create_user(&new_user(&format!("capped{i}@example.com")), None)
+            .await
+            .unwrap()
+            .id;
+        ids.push(id.clone());
+        let patch = UserPatch {
+            name: Some(Some(format!("Capped Person {i}"))),
+            industry: Some(Some(if i < 2 { "Rare" } else { "Common" }.to_owned())),
+            ..UserPatch::default()
+        };
+        store.update_user(&id, &patch).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    let page = |page: u32, per_page: u32, limit: Option<u64>| UserQuery {
+        page,
+        per_page,
+        count_limit: limit,
+        ..UserQuery::default()
+    };
+    let list = |q: UserQuery| {
+        let store = store.clone();
+        async move {
+            let p = store.list_users(&q).await.unwrap();
+            (p.items.len(), p.total, p.total_exact)
+        }
+    };
+    assert_eq!(list(page(1, 2, Some(3))).await, (2, 3, false), "capped");
+    assert_eq!(list(page(2, 2, Some(3))).await, (2, 3, false), "capped");
+    assert_eq!(
+        list(page(1, 2, Some(5))).await,
+        (2, 5, true),
+        "at the limit"
+    );
+    assert_eq!(list(page(1, 2, None)).await, (2, 5, true), "no limit");
+    assert_eq!(list(page(1, 10, Some(3))).await, (5, 5, true), "short page");
+    assert_eq!(
+        list(page(3, 2, None)).await,
+        (1, 5, true),
+        "short last page"
+    );
+    for q in [
+        UserQuery {
+            industry: Some("rare".to_owned()),
+            ..page(1, 1, Some(3))
+        },
+        UserQuery {
+            q: Some("capped person".to_owned()),
+            industry: Some("Rare".to_owned()),
+            ..page(1, 1, Some(3))
+        },
+    ] {
+        assert_eq!(list(q).await, (1, 2, true), "below the limit");
+    }
+    let q = UserQuery {
+        q: Some("capped".to_owned()),
+        ..page(1, 1, Some(3))
+    };
+    assert_eq!(list(q).await, (1, 3, false), "a search is capped too");
+    let q = UserQuery {
+        q: Some("capped".to_owned()),
+        industry: Some("Rare".to_owned()),
+        ..page(3, 1, Some(3))
+    };
+    assert_eq!(list(q).await, (0, 2, true), "a page past the last match");
+    // A search below the limit sorts its page among all its matches.
+    let q = UserQuery {
+        q: Some("capped".to_owned()),
+        sort: UserSort::NameDesc,
+        ..page(2, 2, Some(10))
+    };
+    let found = store.list_users(&q).await.unwrap();
+    let got: Vec<String> = found.items.into_iter().map(|u| u.id).collect();
+    assert_eq!(got, vec![ids[2].clone(), ids[1].clone()]);
+    assert_eq!((found.total, found.total_exact), (5, true));
+
+    // Offset 4 of at most 3 counted matches.
+    let e = store.list_users(&page(3, 2, Some(3))).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadRequest);
+    assert!(e.details().unwrap()["page"].is_string(), "{e:?}");
+    assert!(e.message().contains("narrow"), "{}", e.message());
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -1065,6 +1154,7 @@ macro_rules! conformance {
                 one_time_tokens,
                 audit_log,
                 list_users_filters_sort_and_search,
+                list_users_count_limit,
             );
         }
     };

@@ -76,6 +76,19 @@ fn paged(items: Value) -> Value {
     })
 }
 
+/// A page of users: `total` counts at most `USERS_MAX_TOTAL` matches.
+fn users_paged(users: Value) -> Value {
+    let mut page = paged(users);
+    page["required"] = json!(["items", "page", "per_page", "total", "total_exact"]);
+    page["properties"]["total"]["description"] =
+        json!("The number of matches, or `USERS_MAX_TOTAL` (default 1000) when there are more.");
+    page["properties"]["total_exact"] = json!({
+        "type": "boolean",
+        "description": "False when `total` is the `USERS_MAX_TOTAL` cap and more users match (narrow the query to count them)."
+    });
+    page
+}
+
 fn visibility_map() -> Value {
     json!({
         "type": "object",
@@ -108,7 +121,12 @@ fn listing(op: Op) -> Op {
             text(),
         )
         .query("order", "`asc` or `desc`, when `sort` gives none.", json!({ "enum": ["asc", "desc"] }))
-        .response("400", error_body("A bad query value; `details` names the parameter."))
+        .response(
+            "400",
+            error_body(
+                "A bad query value; `details` names the parameter. Also a `page` that starts past the first `USERS_MAX_TOTAL` matches (narrow the query instead).",
+            ),
+        )
 }
 
 fn user_op(method: &'static str, id: &'static str, summary: &'static str) -> Op {
@@ -172,7 +190,7 @@ pub(super) fn operations() -> Vec<(&'static str, Op)> {
                 Op::new("get", "listUsers", "users", "Active users, filtered, sorted and paged.")
                     .bearer(),
             )
-            .response("200", json_response("A page of users.", paged(users()))),
+            .response("200", json_response("A page of users.", users_paged(users()))),
         ),
         (
             "/users/search",
@@ -186,7 +204,7 @@ pub(super) fn operations() -> Vec<(&'static str, Op)> {
                 json_response(
                     "A page of matches.",
                     json!({
-                        "allOf": [paged(users())],
+                        "allOf": [users_paged(users())],
                         "properties": { "query": { "type": "string" } }
                     }),
                 ),
