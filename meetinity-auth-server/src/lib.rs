@@ -52,15 +52,15 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(request_timeout)
-        .max_buf_size(64 * 1024);
+    // No HTTP/1 timer: hyper would arm a header-read timer for every
+    // request. Slow and half-sent headers are cut off by the connection's
+    // idle watch below (`Activity`), after the same `request_timeout`.
+    builder.http1().max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
+    let api = Arc::new(api);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -75,11 +75,11 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let api = api.clone();
+                let api = Arc::clone(&api);
                 let activity = Arc::new(Activity::new());
                 let seen = Arc::clone(&activity);
                 let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
-                    let api = api.clone();
+                    let api = Arc::clone(&api);
                     let busy = Busy::new(Arc::clone(&seen));
                     async move {
                         let _busy = busy;
@@ -89,8 +89,10 @@ pub async fn serve(
                             inner: body,
                             waiting: waiting.clone(),
                         });
-                        let res = tokio::time::timeout(request_timeout, api.handle(req)).await;
-                        Ok::<_, Infallible>(res.unwrap_or_else(|_| timed_out(&waiting)))
+                        // Boxed: the handler's state is moved once, not at
+                        // every layer (memcpy showed up in profiles).
+                        let res = within(request_timeout, Box::pin(api.handle(req))).await;
+                        Ok::<_, Infallible>(res.unwrap_or_else(|| timed_out(&waiting)))
                     }
                 });
                 let builder = builder.clone();
@@ -144,6 +146,21 @@ pub async fn serve(
 
 /// When a connection last started or finished a request, and how many it has
 /// in flight.
+/// Runs `fut` for at most `limit`; `None` when the time ran out.
+///
+/// The timer is armed only when the first poll does not finish: most
+/// answers (health, a warm verify or profile) are ready at once, and arming
+/// and cancelling a Tokio timer on every request was a measurable share of
+/// their cost (benches/README.md).
+async fn within<F: Future + Unpin>(limit: Duration, mut fut: F) -> Option<F::Output> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+    match first {
+        Poll::Ready(out) => Some(out),
+        // Counted from here: the first poll ran without waiting for anything.
+        Poll::Pending => tokio::time::timeout(limit, fut).await.ok(),
+    }
+}
+
 struct Activity {
     origin: tokio::time::Instant,
     last_ms: AtomicU64,
@@ -185,8 +202,9 @@ struct Busy(Arc<Activity>);
 
 impl Busy {
     fn new(activity: Arc<Activity>) -> Self {
+        // No `touch` here: the idle watch never fires while a request is in
+        // flight, and the drop below marks the end.
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.touch();
         Self(activity)
     }
 }

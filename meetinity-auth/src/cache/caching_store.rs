@@ -40,7 +40,11 @@ struct Counters {
 
 /// A [`UserStore`] that caches [`UserStore::get_user`] in a [`Cache`].
 ///
-/// Reads go through the cache (`user:{id}`, JSON, for `ttl`). Every write
+/// Reads go through the cache (`user:{id}`, JSON, for `ttl`). With the
+/// `moka` feature, decoded users are also kept in process (at most
+/// [`FRONT_CAPACITY`] of them, for `ttl` at most), so a warm read neither
+/// reaches the cache nor decodes JSON; writes and fan-out messages drop them
+/// the same way, and a read that raced with a write is not kept. Every write
 /// removes the user's entry and publishes the id on the bus's `user` topic, so that other instances holding the user in an in-process cache drop
 /// it too. Cache failures are logged and fall through to the inner store: the
 /// store keeps answering while the cache is down. A failed invalidation
@@ -66,7 +70,84 @@ pub struct CachingUserStore {
     bus: Arc<dyn Cache>,
     ttl: Duration,
     counters: Arc<Counters>,
+    front: Arc<Front>,
     listener: Option<JoinHandle<()>>,
+}
+
+/// How many decoded users a [`CachingUserStore`] keeps in process.
+pub const FRONT_CAPACITY: u64 = 100_000;
+
+/// Decoded users in process, in front of the byte cache.
+///
+/// Filling races with invalidations the way session liveness does (see
+/// `service::liveness`): every invalidation bumps `epoch`, and a user read
+/// under an older epoch is not kept.
+struct Front {
+    #[cfg(feature = "moka")]
+    users: moka::sync::Cache<String, Arc<User>>,
+    epoch: AtomicU64,
+}
+
+impl Front {
+    fn new(ttl: Duration) -> Self {
+        #[cfg(not(feature = "moka"))]
+        let _ = ttl;
+        Self {
+            #[cfg(feature = "moka")]
+            users: moka::sync::Cache::builder()
+                .max_capacity(FRONT_CAPACITY)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<User>> {
+        #[cfg(feature = "moka")]
+        {
+            self.users.get(id)
+        }
+        #[cfg(not(feature = "moka"))]
+        {
+            let _ = id;
+            None
+        }
+    }
+
+    /// Keeps `user`, read after [`epoch`](Self::epoch) returned `epoch`,
+    /// unless an invalidation happened since.
+    fn fill(&self, user: &User, epoch: u64) {
+        if self.epoch() != epoch {
+            return;
+        }
+        #[cfg(feature = "moka")]
+        {
+            self.users.insert(user.id.clone(), Arc::new(user.clone()));
+            // An invalidation between the check and the insert: undo.
+            if self.epoch() != epoch {
+                self.users.invalidate(&user.id);
+            }
+        }
+    }
+
+    fn invalidate(&self, id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        #[cfg(feature = "moka")]
+        self.users.invalidate(id);
+        #[cfg(not(feature = "moka"))]
+        let _ = id;
+    }
+
+    /// Forgets everything (fan-out messages may have been lost).
+    fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        #[cfg(feature = "moka")]
+        self.users.invalidate_all();
+    }
 }
 
 impl CachingUserStore {
@@ -90,10 +171,12 @@ impl CachingUserStore {
         ttl: Duration,
     ) -> Self {
         let counters = Arc::new(Counters::default());
+        let front = Arc::new(Front::new(ttl));
         let listener = match tokio::runtime::Handle::try_current() {
             Ok(rt) => Some(rt.spawn(listen(
                 bus.subscribe(),
                 Arc::clone(&cache),
+                Arc::clone(&front),
                 Arc::clone(&counters),
             ))),
             Err(_) => {
@@ -110,6 +193,7 @@ impl CachingUserStore {
             bus,
             ttl,
             counters,
+            front,
             listener,
         }
     }
@@ -130,6 +214,7 @@ impl CachingUserStore {
 
     /// Drops the cached user here and tells every instance to drop it.
     async fn invalidate(&self, id: &str) {
+        self.front.invalidate(id);
         if let Err(e) = self.cache.delete(&key(id)).await {
             self.error("delete", &e);
         }
@@ -177,18 +262,22 @@ fn encode(user: &User) -> serde_json::Result<Vec<u8>> {
 async fn listen(
     mut rx: tokio::sync::broadcast::Receiver<super::Message>,
     cache: Arc<dyn Cache>,
+    front: Arc<Front>,
     counters: Arc<Counters>,
 ) {
     loop {
         match rx.recv().await {
             Ok(msg) if msg.topic == USER_TOPIC => {
+                front.invalidate(&msg.payload);
                 if let Err(e) = cache.delete(&key(&msg.payload)).await {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(cache = cache.name(), error = %e, "user cache invalidation failed");
                 }
             }
+            Ok(msg) if msg.topic == super::RESUBSCRIBED_TOPIC => front.clear(),
             Ok(_) => {}
             Err(RecvError::Lagged(missed)) => {
+                front.clear();
                 tracing::warn!(
                     cache = cache.name(),
                     missed,
@@ -229,11 +318,17 @@ impl UserStore for CachingUserStore {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>> {
+        if let Some(user) = self.front.get(id) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(User::clone(&user)));
+        }
+        let epoch = self.front.epoch();
         let k = key(id);
         match self.cache.get(&k).await {
             Ok(Some(bytes)) => match serde_json::from_slice::<User>(&bytes) {
                 Ok(user) => {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    self.front.fill(&user, epoch);
                     return Ok(Some(user));
                 }
                 Err(e) => {
@@ -250,6 +345,7 @@ impl UserStore for CachingUserStore {
         }
         let user = self.inner.get_user(id).await?;
         if let Some(user) = &user {
+            self.front.fill(user, epoch);
             match encode(user) {
                 Ok(bytes) => {
                     if let Err(e) = self.cache.set(&k, &bytes, self.ttl).await {

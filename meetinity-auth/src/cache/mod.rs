@@ -27,7 +27,7 @@ pub use self::moka::MokaCache;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisCache, RedisSettings};
-pub use caching_store::{CacheStats, CachingUserStore};
+pub use caching_store::{CacheStats, CachingUserStore, FRONT_CAPACITY};
 
 /// The topic of the message a shared cache delivers to its local subscribers
 /// each time its fan-out listener (re)subscribes: whatever was published

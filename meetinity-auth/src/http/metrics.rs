@@ -15,15 +15,19 @@
 //! names, error reasons), so a client cannot grow the number of series.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::Method;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::cache::CacheStats;
@@ -61,7 +65,81 @@ struct RouteLabels {
     route: &'static str,
 }
 
-type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<LatencyLabels, LatencyHistogram, fn() -> LatencyHistogram>;
+
+/// A latency histogram updated with atomics only: `prometheus-client`'s own
+/// takes a mutex on every observation, which both cores contended for on
+/// every request (benches/README.md).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LatencyHistogram(Arc<HistogramCells>);
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// Per bucket of [`LATENCY_BUCKETS`], then `+Inf` (not cumulative).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        let cells = &self.0;
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let cells = &self.0;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(&cells.buckets)
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        // Read the buckets first: `count` then never falls behind them.
+        let count = cells.count.load(Ordering::Relaxed);
+        let sum = Duration::from_nanos(cells.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The statuses whose request counters are kept at hand (others take the
+/// family's lookup).
+const COMMON_STATUSES: [u16; 20] = [
+    200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 500, 502, 503,
+    504,
+];
+
+/// The methods of [`method_label`], in a fixed order.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
+/// The handles of one (method, route): resolved on first use, then updated
+/// without a lookup, a hash or a lock.
+#[derive(Debug, Default)]
+struct Slot {
+    latency: OnceLock<LatencyHistogram>,
+    requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
 
 /// The counters and histograms the HTTP layer records.
 #[derive(Debug)]
@@ -72,6 +150,8 @@ pub(crate) struct Metrics {
     logins: Family<LoginLabels, Counter>,
     refresh_reuse: Counter,
     rate_limited: Family<RouteLabels, Counter>,
+    /// By route (in [`super::ROUTES`] order, then `unmatched`) and method.
+    slots: Vec<Slot>,
 }
 
 /// Values read at scrape time from the parts of the service.
@@ -85,8 +165,8 @@ pub(crate) struct Snapshot {
     pub mail_failures: Option<u64>,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+fn latency_histogram() -> LatencyHistogram {
+    LatencyHistogram::default()
 }
 
 /// The method as a label value: the standard ones, else `other` (a client
@@ -144,6 +224,9 @@ impl Metrics {
             logins,
             refresh_reuse,
             rate_limited,
+            slots: (0..(super::ROUTES.len() + 1) * METHODS.len())
+                .map(|_| Slot::default())
+                .collect(),
         }
     }
 
@@ -153,18 +236,43 @@ impl Metrics {
         method: &'static str,
         route: &'static str,
         status: u16,
-        secs: f64,
+        elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&LatencyLabels { method, route })
-            .observe(secs);
+        // By address first (the template comes from `ROUTES`), else by text.
+        let r = super::ROUTES
+            .iter()
+            .position(|t| std::ptr::eq(t.0, route))
+            .or_else(|| super::ROUTES.iter().position(|t| t.0 == route))
+            .unwrap_or(super::ROUTES.len());
+        let m = METHODS
+            .iter()
+            .position(|&x| x == method)
+            .unwrap_or(METHODS.len() - 1);
+        let Some(slot) = self.slots.get(r * METHODS.len() + m) else {
+            return;
+        };
+        // A label that is not one of ours (never the case) takes the
+        // family's lookup every time.
+        let ours = r < super::ROUTES.len() || route == "unmatched";
+        let labels = RequestLabels {
+            method,
+            route,
+            status,
+        };
+        match COMMON_STATUSES.iter().position(|&s| s == status) {
+            Some(i) if ours => slot.requests[i]
+                .get_or_init(|| self.requests.get_or_create(&labels).clone())
+                .inc(),
+            _ => self.requests.get_or_create(&labels).inc(),
+        };
+        let latency = LatencyLabels { method, route };
+        if ours {
+            slot.latency
+                .get_or_init(|| self.latency.get_or_create(&latency).clone())
+                .observe(elapsed);
+        } else {
+            self.latency.get_or_create(&latency).observe(elapsed);
+        }
     }
 
     /// Records a sign-in attempt.

@@ -4,7 +4,7 @@
 //! [`Api`] answers every route of [`ROUTES`] (documented by
 //! [`openapi::document`], served at `GET /openapi.json`), plus `GET /metrics`
 //! (Prometheus text). Around every request it adds the security headers, the
-//! request id (response header and `request` tracing span), CORS from
+//! request id (response header, and a `request` tracing span at DEBUG), CORS from
 //! `CORS_ORIGINS`, and the per-IP rate limits of [`ratelimit`]. It is a
 //! `tower_service::Service`, so tower-based frameworks mount it as-is.
 //!
@@ -109,6 +109,19 @@ pub struct Api {
 
 type Res = Response<Full<Bytes>>;
 
+/// The endpoints `route` answers before anything else.
+enum Hot {
+    Health,
+    Verify,
+    Profile,
+}
+
+/// `{"status": ...}`.
+#[derive(serde::Serialize)]
+struct Status {
+    status: &'static str,
+}
+
 /// What a handler produces before the common headers are added.
 struct Reply {
     status: StatusCode,
@@ -141,14 +154,35 @@ impl Reply {
     }
 }
 
+/// A new request id: a v4 UUID from the thread-local CSPRNG (no `getrandom`
+/// syscall per request).
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
 /// Renders an error as the contract's envelope, with `WWW-Authenticate` and
 /// `Retry-After` where they apply.
 pub fn error_response(e: &Error) -> Response<Full<Bytes>> {
+    log_failure(e, None);
+    error_body(e)
+}
+
+/// Logs the server-side failures (5xx): internal errors and unavailable
+/// backends, with the request's id when known.
+fn log_failure(e: &Error, request_id: Option<&str>) {
+    let id = request_id.unwrap_or("-");
     if e.kind() == ErrorKind::Internal || e.kind() == ErrorKind::Config {
-        tracing::error!(error = %e, "request failed");
+        tracing::error!(error = %e, request_id = %id, "request failed");
     } else if e.kind() == ErrorKind::Unavailable {
-        tracing::warn!(error = %e, "backend unavailable");
+        tracing::warn!(error = %e, request_id = %id, "backend unavailable");
     }
+}
+
+/// The envelope of [`error_response`], without the logging.
+fn error_body(e: &Error) -> Response<Full<Bytes>> {
     let mut res = json_response(
         StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &e.to_body(),
@@ -515,7 +549,7 @@ impl Api {
     /// envelope. Every response carries `X-Request-Id` (the caller's, if it
     /// is 1-128 visible ASCII characters, else a new UUID), `nosniff`,
     /// `Referrer-Policy: no-referrer`, `Cache-Control: no-store` and the CORS
-    /// headers; the request runs in a `request` tracing span with that id.
+    /// headers; the request runs in a `request` tracing span (DEBUG) with that id.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body + Send,
@@ -526,26 +560,21 @@ impl Api {
         let request_id = req
             .headers()
             .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                // A v4 UUID from the thread-local CSPRNG: no getrandom
-                // syscall per request (benches/README.md).
-                let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-                id.hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer())
-                    .to_owned()
-            });
+            .filter(|v| {
+                let b = v.as_bytes();
+                !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+            })
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let id = request_id.to_str().unwrap_or("-");
         let route = match_route(req.uri().path());
         let template = route.map_or("unmatched", |(t, _)| t);
         let method = metrics::method_label(req.method());
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            method = method,
-            route = template
-        );
+        // At DEBUG, as tower-http's `TraceLayer` does: at INFO the fmt
+        // subscriber would format the span's fields on every request, ~6 % of
+        // the server's CPU on `/health` (benches/README.md). Failures (5xx)
+        // are logged with the id at any level.
+        let span = tracing::debug_span!("request", request_id = %id, method, route = template);
         let origin = req.headers().get(header::ORIGIN).cloned();
         let is_preflight = req.method() == Method::OPTIONS
             && req
@@ -557,17 +586,22 @@ impl Api {
             r
         } else {
             let login = self.login_attempt(template, &req);
-            let outcome = self.dispatch(req, route).instrument(span.clone()).await;
+            let outcome = if span.is_disabled() {
+                self.dispatch(req, route).await
+            } else {
+                self.dispatch(req, route).instrument(span.clone()).await
+            };
             self.count_outcome(template, login, &outcome);
             match outcome {
                 Ok(r) => r,
-                Err(e) => span.in_scope(|| error_response(&e)),
+                Err(e) => span.in_scope(|| {
+                    log_failure(&e, Some(id));
+                    error_body(&e)
+                }),
             }
         };
         let h = res.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            h.insert("x-request-id", v);
-        }
+        h.insert("x-request-id", request_id.clone());
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -592,8 +626,7 @@ impl Api {
         self.cors(origin, is_preflight, h);
         let status = res.status().as_u16();
         let elapsed = started.elapsed();
-        self.metrics
-            .request(method, template, status, elapsed.as_secs_f64());
+        self.metrics.request(method, template, status, elapsed);
         span.in_scope(|| {
             tracing::debug!(
                 status,
@@ -866,7 +899,98 @@ impl Api {
         self.service.verify(token).await
     }
 
+    /// `POST /auth/verify`: the token from the body, or else the Bearer header.
+    async fn verify_endpoint<B>(&self, req: Request<B>) -> Result<Reply>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // Only this header is needed once the body is read (cloning
+        // the whole map cost every verify an allocation).
+        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+        let body: TokenBody = self.body(req).await?;
+        let claims = match body.token {
+            Some(t) if !t.is_empty() => self.service.verify(&t).await,
+            Some(_) => Err(Error::msg(ErrorKind::BadRequest, "`token` is empty.")),
+            None if authorization.is_some() => {
+                let value = authorization.as_ref().map(|v| v.to_str());
+                match value {
+                    Some(Ok(v)) => self.service.verify(bearer_token(Some(v))?).await,
+                    _ => Err(Error::new(ErrorKind::InvalidToken)),
+                }
+            }
+            None => Err(Error::msg(
+                ErrorKind::BadRequest,
+                "Send the token as {\"token\": \"...\"} or as a Bearer header.",
+            )),
+        }?;
+        /// The answer, serialized without an intermediate `Value`
+        /// (keys in the order `json!` gave them).
+        #[derive(serde::Serialize)]
+        struct Verified<'a> {
+            email: &'a str,
+            exp: i64,
+            roles: &'a [String],
+            sid: &'a str,
+            sub: &'a str,
+            valid: bool,
+        }
+        Ok(Reply::json_of(
+            StatusCode::OK,
+            &Verified {
+                email: &claims.email,
+                exp: claims.exp,
+                roles: &claims.roles,
+                sid: &claims.sid,
+                sub: &claims.sub,
+                valid: true,
+            },
+        ))
+    }
+
     async fn route<B>(&self, req: Request<B>) -> Result<Reply>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // The hot endpoints first: they need neither the path's segments nor
+        // the client's context (address and user agent).
+        let hot = {
+            let m = req.method();
+            let get = m == Method::GET || m == Method::HEAD;
+            match req.uri().path().trim_matches('/') {
+                "health" if get => Some(Hot::Health),
+                "auth/verify" if m == Method::POST => Some(Hot::Verify),
+                "auth/profile" if get => Some(Hot::Profile),
+                _ => None,
+            }
+        };
+        match hot {
+            Some(Hot::Health) => {
+                return Ok(Reply::json_of(StatusCode::OK, &Status { status: "ok" }));
+            }
+            Some(Hot::Verify) => return self.verify_endpoint(req).await,
+            Some(Hot::Profile) => {
+                let claims = self.authed(req.headers()).await?;
+                let user = self.service.profile(&claims).await?;
+                /// `{"user": ...}` without an intermediate `Value`.
+                #[derive(serde::Serialize)]
+                struct Profile<'a> {
+                    user: &'a crate::model::User,
+                }
+                return Ok(Reply::json_of(StatusCode::OK, &Profile { user: &user }));
+            }
+            None => {}
+        }
+        // Boxed: the other routes' state is large, and moving it around (or
+        // reserving it) on every hot request showed up as `memcpy`.
+        Box::pin(self.route_cold(req)).await
+    }
+
+    /// Every route but the hot ones.
+    async fn route_cold<B>(&self, req: Request<B>) -> Result<Reply>
     where
         B: http_body::Body + Send,
         B::Data: Send,
@@ -882,7 +1006,6 @@ impl Api {
         };
         let get = m == Method::GET || m == Method::HEAD;
         match segs.as_slice() {
-            ["health"] if get => Ok(Reply::json(StatusCode::OK, json!({"status": "ok"}))),
             ["health"] => allow("GET"),
             ["ready"] if get => {
                 let r = svc.readiness().await;
@@ -904,60 +1027,7 @@ impl Api {
             ["ready"] => allow("GET"),
             [".well-known", "jwks.json"] if get => Ok(Reply::json(StatusCode::OK, svc.jwks())),
             [".well-known", "jwks.json"] => allow("GET"),
-            ["auth", "verify"] if m == Method::POST => {
-                // Only this header is needed once the body is read (cloning
-                // the whole map cost every verify an allocation).
-                let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-                let body: TokenBody = self.body(req).await?;
-                let claims = match body.token {
-                    Some(t) if !t.is_empty() => svc.verify(&t).await,
-                    Some(_) => Err(Error::msg(ErrorKind::BadRequest, "`token` is empty.")),
-                    None if authorization.is_some() => {
-                        let value = authorization.as_ref().map(|v| v.to_str());
-                        match value {
-                            Some(Ok(v)) => svc.verify(bearer_token(Some(v))?).await,
-                            _ => Err(Error::new(ErrorKind::InvalidToken)),
-                        }
-                    }
-                    None => Err(Error::msg(
-                        ErrorKind::BadRequest,
-                        "Send the token as {\"token\": \"...\"} or as a Bearer header.",
-                    )),
-                }?;
-                /// The answer, serialized without an intermediate `Value`
-                /// (keys in the order `json!` gave them).
-                #[derive(serde::Serialize)]
-                struct Verified<'a> {
-                    email: &'a str,
-                    exp: i64,
-                    roles: &'a [String],
-                    sid: &'a str,
-                    sub: &'a str,
-                    valid: bool,
-                }
-                Ok(Reply::json_of(
-                    StatusCode::OK,
-                    &Verified {
-                        email: &claims.email,
-                        exp: claims.exp,
-                        roles: &claims.roles,
-                        sid: &claims.sid,
-                        sub: &claims.sub,
-                        valid: true,
-                    },
-                ))
-            }
             ["auth", "verify"] => allow("POST"),
-            ["auth", "profile"] if get => {
-                let claims = self.authed(req.headers()).await?;
-                let user = svc.profile(&claims).await?;
-                /// `{"user": ...}` without an intermediate `Value`.
-                #[derive(serde::Serialize)]
-                struct Profile<'a> {
-                    user: &'a crate::model::User,
-                }
-                Ok(Reply::json_of(StatusCode::OK, &Profile { user: &user }))
-            }
             ["auth", "profile"] => allow("GET"),
             ["auth", "refresh"] if m == Method::POST => {
                 let body: RefreshBody = self.body(req).await?;

@@ -663,9 +663,12 @@ mod redis_outage {
             users.get_user(&user.id).await.unwrap().unwrap().name,
             updated.name
         );
+        // The first read went to the database (Redis failing); the next four
+        // were answered by the decoded users kept in process, and the read
+        // after the update saw the new name.
         let stats = users.stats();
-        assert_eq!(stats.hits, 0);
-        assert!(stats.errors >= 6, "{stats:?}");
+        assert_eq!(stats.hits, 4, "{stats:?}");
+        assert!(stats.errors >= 3, "{stats:?}");
     }
 
     /// A TCP relay to the real Redis that can be cut and restored.
