@@ -1989,20 +1989,24 @@ async fn purge_runs_in_the_background(db: Db) {
     assert!(st.get_user(&gone.id).await.unwrap().is_some());
 
     clock.advance(Duration::from_secs(31 * 86_400));
+    let purged_events = || async {
+        audit_store(&s)
+            .list_events(&AuditQuery {
+                event: Some("account_purged".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .total
+    };
+    // The account goes first, its audit event right after: wait for both.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while st.get_user(&gone.id).await.unwrap().is_some() {
+    while st.get_user(&gone.id).await.unwrap().is_some() || purged_events().await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "not purged");
         tokio::time::sleep(every).await;
     }
     assert!(st.get_user(&stays.id).await.unwrap().is_some());
-    let purged = audit_store(&s)
-        .list_events(&AuditQuery {
-            event: Some("account_purged".into()),
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(purged.total, 1);
+    assert_eq!(purged_events().await, 1);
 
     // The database goes away: the runs fail, the purge goes on.
     match &s.backend {
@@ -2018,15 +2022,11 @@ async fn purge_runs_in_the_background(db: Db) {
     s.stop().await.unwrap();
 }
 
-/// `serve` with `PURGE_INTERVAL_SECS` (the real binary) purges a due
-/// account by itself, logs it, and still stops cleanly on SIGTERM.
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_purges_every_purge_interval_secs() {
-    let dir = TempDir::new();
-    let db = format!("sqlite://{}", dir.0.join("interval.db").display());
+/// Two accounts in the SQLite database `db`, the first erased (due for the
+/// purge at once: `ACCOUNT_RETENTION_DAYS=0`), the second kept.
+async fn erased_and_kept(db: &str) -> (Account, Account) {
     let s = start(&[
-        ("DATABASE_URL", &db),
+        ("DATABASE_URL", db),
         ("ACCOUNT_RETENTION_DAYS", "0"),
         ("RATE_LIMIT_PER_MINUTE", "0"),
     ])
@@ -2043,6 +2043,17 @@ async fn serve_purges_every_purge_interval_secs() {
     .await
     .expect(200);
     s.stop().await.unwrap();
+    (gone, stays)
+}
+
+/// `serve` with `PURGE_INTERVAL_SECS` (the real binary) purges a due
+/// account by itself, logs it, and still stops cleanly on SIGTERM.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_purges_every_purge_interval_secs() {
+    let dir = TempDir::new();
+    let db = format!("sqlite://{}", dir.0.join("interval.db").display());
+    let (gone, stays) = erased_and_kept(&db).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -2112,24 +2123,7 @@ async fn serve_purges_every_purge_interval_secs() {
 async fn purge_command_deletes_due_accounts() {
     let dir = TempDir::new();
     let db = format!("sqlite://{}", dir.0.join("purge.db").display());
-    let s = start(&[
-        ("DATABASE_URL", &db),
-        ("ACCOUNT_RETENTION_DAYS", "0"),
-        ("RATE_LIMIT_PER_MINUTE", "0"),
-    ])
-    .await;
-    let gone = register(&s, "gone").await;
-    let stays = register(&s, "stays").await;
-    call(
-        &s,
-        Method::POST,
-        &format!("/users/{}/erase", gone.id),
-        Some(&gone.token),
-        None,
-    )
-    .await
-    .expect(200);
-    s.stop().await.unwrap();
+    let (gone, stays) = erased_and_kept(&db).await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meetinity-auth-server"))
         .arg("purge")

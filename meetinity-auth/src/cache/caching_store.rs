@@ -432,3 +432,44 @@ impl UserStore for CachingUserStore {
         Some(self.stats())
     }
 }
+
+#[cfg(all(test, feature = "moka"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn user(id: &str, name: &str) -> User {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "email": format!("{id}@example.com"), "email_verified": true,
+            "name": name, "photo_url": null, "title": null, "company": null,
+            "location": null, "industry": null, "linkedin_url": null,
+            "experience_years": null, "provider": "password", "bio": null,
+            "timezone": null, "skills": [], "interests": [], "is_active": true,
+            "privacy_settings": {}, "preferences": {}, "social_accounts": [],
+            "last_login": null, "last_active_at": null,
+            "created_at": "2026-12-04T00:00:00Z", "updated_at": "2026-12-04T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_read_that_raced_with_an_invalidation_is_not_kept() {
+        let front = Front::new(Duration::from_secs(60));
+        // A read starts, a write invalidates the user, the read then fills.
+        let epoch = front.epoch();
+        front.invalidate("u1");
+        front.fill(&user("u1", "old"), epoch);
+        assert!(front.get("u1").is_none());
+        // A read that started after the write is kept.
+        let epoch = front.epoch();
+        front.fill(&user("u1", "new"), epoch);
+        assert_eq!(front.get("u1").unwrap().name.as_deref(), Some("new"));
+        // Invalidation and clear drop it.
+        front.invalidate("u1");
+        assert!(front.get("u1").is_none());
+        let epoch = front.epoch();
+        front.fill(&user("u1", "new"), epoch);
+        front.clear();
+        assert!(front.get("u1").is_none());
+    }
+}
