@@ -1897,18 +1897,7 @@ async fn purge_deletes_only_what_is_due(db: Db) {
     let keep = register(&s, "kept").await;
     let erase = |who: Account| {
         let s = &s;
-        async move {
-            call(
-                s,
-                Method::POST,
-                &format!("/users/{}/erase", who.id),
-                Some(&who.token),
-                None,
-            )
-            .await
-            .expect(200)["scheduled_purge_at"]
-                .clone()
-        }
+        async move { erase_self(s, &who).await["scheduled_purge_at"].clone() }
     };
     erase(a.clone()).await;
     let svc = s.api.service().clone();
@@ -1972,15 +1961,7 @@ async fn purge_runs_in_the_background(db: Db) {
     let s = start_opts(opts).await;
     let gone = register(&s, "bg-gone").await;
     let stays = register(&s, "bg-stays").await;
-    call(
-        &s,
-        Method::POST,
-        &format!("/users/{}/erase", gone.id),
-        Some(&gone.token),
-        None,
-    )
-    .await
-    .expect(200);
+    erase_self(&s, &gone).await;
     let every = Duration::from_millis(20);
     let purger = Purger::spawn(s.api.service().clone(), Arc::new(clock.clone()), every);
     let st = store(&s);
@@ -2022,6 +2003,20 @@ async fn purge_runs_in_the_background(db: Db) {
     s.stop().await.unwrap();
 }
 
+/// `POST /users/{id}/erase` by the account itself; its 200 body.
+async fn erase_self(s: &TestServer, who: &Account) -> Value {
+    call(
+        s,
+        Method::POST,
+        &format!("/users/{}/erase", who.id),
+        Some(&who.token),
+        None,
+    )
+    .await
+    .expect(200)
+    .clone()
+}
+
 /// Two accounts in the SQLite database `db`, the first erased (due for the
 /// purge at once: `ACCOUNT_RETENTION_DAYS=0`), the second kept.
 async fn erased_and_kept(db: &str) -> (Account, Account) {
@@ -2033,15 +2028,7 @@ async fn erased_and_kept(db: &str) -> (Account, Account) {
     .await;
     let gone = register(&s, "gone").await;
     let stays = register(&s, "stays").await;
-    call(
-        &s,
-        Method::POST,
-        &format!("/users/{}/erase", gone.id),
-        Some(&gone.token),
-        None,
-    )
-    .await
-    .expect(200);
+    erase_self(&s, &gone).await;
     s.stop().await.unwrap();
     (gone, stays)
 }
