@@ -15,7 +15,7 @@ token = open(token_file).read().strip()
 
 
 def one():
-    if scenario in ("health", "static"):
+    if scenario in ("health", "static", "static-headers"):
         conn.request("GET", "/health")
     elif scenario in ("verify", "baseline-verify"):
         conn.request("POST", "/auth/verify", body=json.dumps({"token": token}),

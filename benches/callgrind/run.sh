@@ -9,7 +9,8 @@
 #
 # Prints a table: baseline static vs GET /health, baseline verify vs
 # POST /auth/verify, and GET /auth/profile (warm), on SQLite + moka.
-# Knobs: N, SKIP_BUILD=1, BASE_PORT=58200. Needs valgrind, curl, jq, python3.
+# Knobs: N, SKIP_BUILD=1, BASE_PORT=58200, KEEP=1 (keep the dumps for
+# callgrind_annotate). Needs valgrind, curl, jq, python3.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -27,7 +28,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "callgrind dumps kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | head -c 48)
@@ -78,6 +79,8 @@ measure() {
 
 CMD=("$BIN/baseline_static" "127.0.0.1:$((P + 1))")
 measure $((P + 1)) static -- PATH="$PATH"
+CMD=("$BIN/baseline_static" "127.0.0.1:$((P + 3))")
+measure $((P + 3)) static-headers -- PATH="$PATH" BASELINE_HEADERS=server
 CMD=("$BIN/baseline_verify" "127.0.0.1:$((P + 2))")
 measure $((P + 2)) baseline-verify -- PATH="$PATH" "${TOKENS[@]}"
 CMD=("$BIN/meetinity-auth-server")
@@ -91,6 +94,7 @@ print(f"Instructions per request (user space, callgrind, {sys.argv[2]} requests,
 print("| | baseline | server (SQLite + moka) | ratio |")
 print("|---|---:|---:|---:|")
 print(f"| `GET /health` | {r['static']:,} (static) | {r['health']:,} | {r['health']/r['static']:.2f}× |")
+print(f"| `GET /health` | {r['static-headers']:,} (static + the server's headers) | {r['health']:,} | {r['health']/r['static-headers']:.2f}× |")
 print(f"| `POST /auth/verify` | {r['baseline-verify']:,} (verify) | {r['verify']:,} | {r['verify']/r['baseline-verify']:.2f}× |")
 print(f"| `GET /auth/profile` (warm) | — | {r['profile']:,} | {r['profile']/r['baseline-verify']:.2f}× of the verify baseline |")
 PY

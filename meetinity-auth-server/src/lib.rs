@@ -6,19 +6,20 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use meetinity_auth::http::{Api, ApiSettings, ClientAddr};
+use hyper_util::server::graceful::GracefulConnection;
+use meetinity_auth::http::{Api, ApiSettings};
 use meetinity_auth::service::{AuthServiceBuilder, Backend};
 use meetinity_auth::{Config, Error, ErrorKind, Result};
 use tokio::net::TcpListener;
@@ -49,18 +50,23 @@ pub async fn serve(
     request_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let graceful = GracefulShutdown::new();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No HTTP/1 timer: hyper would arm a header-read timer for every
-    // request. Slow and half-sent headers are cut off by the connection's
-    // idle watch below (`Activity`), after the same `request_timeout`.
+    // request. Slow and half-sent headers are cut off by the idle watch
+    // (`watch_connections`), after the same `request_timeout`.
     builder.http1().max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let api = Arc::new(api);
+    let connections = Arc::new(Connections::default());
+    let watcher = tokio::spawn(watch_connections(
+        Arc::clone(&connections),
+        request_timeout,
+        closing_rx.clone(),
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -76,27 +82,29 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let api = Arc::clone(&api);
-                let activity = Arc::new(Activity::new());
-                let seen = Arc::clone(&activity);
-                let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+                let conn_state = connections.add();
+                let seen = Arc::clone(&conn_state);
+                let svc = service_fn(move |req: hyper::Request<Incoming>| {
                     let api = Arc::clone(&api);
                     let busy = Busy::new(Arc::clone(&seen));
                     async move {
                         let _busy = busy;
-                        req.extensions_mut().insert(ClientAddr(peer));
-                        let waiting = Arc::new(AtomicBool::new(false));
+                        // Whether the handler waits for the client's body, to
+                        // tell a slow client (408) from a slow server (503).
+                        // A request without a body needs no flag.
+                        let waiting = (!req.body().is_end_stream())
+                            .then(|| Arc::new(AtomicBool::new(false)));
                         let req = req.map(|body| WatchedBody {
                             inner: body,
                             waiting: waiting.clone(),
                         });
                         // Boxed: the handler's state is moved once, not at
                         // every layer (memcpy showed up in profiles).
-                        let res = within(request_timeout, Box::pin(api.handle(req))).await;
-                        Ok::<_, Infallible>(res.unwrap_or_else(|| timed_out(&waiting)))
+                        let res = within(request_timeout, Box::pin(api.handle_from(req, peer))).await;
+                        Ok::<_, Infallible>(res.unwrap_or_else(|| timed_out(waiting.as_deref())))
                     }
                 });
                 let builder = builder.clone();
-                let watcher = graceful.watcher();
                 let mut closing = closing_rx.clone();
                 tokio::spawn(async move {
                     // Protocol detection (HTTP/1 or HTTP/2) waits for the first
@@ -112,19 +120,12 @@ pub async fn serve(
                     if !sent {
                         return;
                     }
-                    activity.touch();
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        r = watcher.watch(conn.into_owned()) => {
-                            if let Err(e) = r {
-                                tracing::debug!(error = %e, %peer, "connection ended with an error");
-                            }
-                        }
-                        // HTTP/2 has no idle limit of its own (HTTP/1's is the
-                        // header read timeout): close a connection that has had
-                        // no request for `request_timeout`.
-                        () = activity.idle(request_timeout) => {
-                            tracing::debug!(%peer, "closed an idle connection");
+                    match conn_state.serve(conn).await {
+                        Ok(Ended::Closed) => {}
+                        Ok(Ended::Idle) => tracing::debug!(%peer, "closed an idle connection"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
                     }
                 });
@@ -135,17 +136,12 @@ pub async fn serve(
     drop(listener);
     let _ = closing_tx.send(true);
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, watcher).await.is_err() {
         tracing::warn!("some connections did not finish within the grace period");
     }
     Ok(())
 }
 
-/// When a connection last started or finished a request, and how many it has
-/// in flight.
 /// Runs `fut` for at most `limit`; `None` when the time ran out.
 ///
 /// The timer is armed only when the first poll does not finish: most
@@ -161,57 +157,158 @@ async fn within<F: Future + Unpin>(limit: Duration, mut fut: F) -> Option<F::Out
     }
 }
 
-struct Activity {
-    origin: tokio::time::Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
+/// The connections being served, for [`watch_connections`]: new ones wait
+/// in `added` until its next round.
+#[derive(Default)]
+struct Connections {
+    added: std::sync::Mutex<Vec<Weak<ConnState>>>,
 }
 
-impl Activity {
-    fn new() -> Self {
-        Self {
-            origin: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+impl Connections {
+    fn add(&self) -> Arc<ConnState> {
+        let state = Arc::new(ConnState::default());
+        if let Ok(mut added) = self.added.lock() {
+            added.push(Arc::downgrade(&state));
         }
+        state
     }
 
-    fn touch(&self) {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+    fn take_added(&self) -> Vec<Weak<ConnState>> {
+        self.added
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
     }
+}
 
-    /// Resolves once no request has been in flight for `limit`.
-    async fn idle(&self, limit: Duration) {
-        loop {
-            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let quiet_until = last + limit;
-            if self.in_flight.load(Ordering::Relaxed) == 0
-                && tokio::time::Instant::now() >= quiet_until
-            {
-                return;
+/// What one connection shares with the watch: its requests (counted, no
+/// clock read per request) and the watch's word to it.
+#[derive(Default)]
+struct ConnState {
+    /// Requests started on the connection.
+    started: AtomicU64,
+    /// Requests in flight.
+    in_flight: AtomicUsize,
+    /// 0 while serving, then [`CLOSE`] or [`IDLE`].
+    signal: AtomicU8,
+    waker: AtomicWaker,
+}
+
+/// The server is shutting down: finish in-flight requests, then close.
+const CLOSE: u8 = 1;
+/// No request for the request timeout: close now.
+const IDLE: u8 = 2;
+
+/// How a connection ended.
+enum Ended {
+    Closed,
+    Idle,
+}
+
+impl ConnState {
+    /// Serves `conn` until it ends or the watch closes it.
+    async fn serve<C>(&self, conn: C) -> std::result::Result<Ended, C::Error>
+    where
+        C: GracefulConnection,
+    {
+        let mut conn = std::pin::pin!(conn);
+        let mut shutting_down = false;
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.signal.load(Ordering::Acquire) {
+                IDLE => return Poll::Ready(Ok(Ended::Idle)),
+                CLOSE if !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ => {}
             }
-            tokio::time::sleep_until(quiet_until.max(tokio::time::Instant::now() + limit / 4))
-                .await;
+            conn.as_mut().poll(cx).map_ok(|()| Ended::Closed)
+        })
+        .await
+    }
+
+    fn tell(&self, signal: u8) {
+        self.signal.store(signal, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Closes connections that had no request for `limit` (HTTP/2 has no idle
+/// limit of its own, and HTTP/1's header timer is off: this also cuts
+/// slow and half-sent headers), looking every `limit / 4`; once `closing`,
+/// asks every connection to finish gracefully and returns when all have.
+async fn watch_connections(
+    connections: Arc<Connections>,
+    limit: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    /// Quiet rounds after which a connection is idle: between `limit` and
+    /// `limit * 5 / 4` without a request.
+    const QUIET_ROUNDS: u32 = 5;
+    /// A connection as last seen: requests started, rounds without any.
+    struct Seen {
+        conn: Weak<ConnState>,
+        started: u64,
+        quiet: u32,
+    }
+    let round = (limit / 4).max(Duration::from_millis(10));
+    let mut seen: Vec<Seen> = Vec::new();
+    loop {
+        let stop = tokio::select! {
+            () = tokio::time::sleep(round) => false,
+            _ = closing.wait_for(|c| *c) => true,
+        };
+        seen.extend(connections.take_added().into_iter().map(|conn| Seen {
+            conn,
+            started: 0,
+            quiet: 0,
+        }));
+        if stop {
+            break;
         }
+        seen.retain_mut(|s| {
+            let Some(conn) = s.conn.upgrade() else {
+                return false;
+            };
+            let started = conn.started.load(Ordering::Relaxed);
+            if started != s.started || conn.in_flight.load(Ordering::Relaxed) > 0 {
+                s.started = started;
+                s.quiet = 0;
+                return true;
+            }
+            s.quiet += 1;
+            if s.quiet >= QUIET_ROUNDS {
+                conn.tell(IDLE);
+                return false;
+            }
+            true
+        });
+    }
+    for s in &seen {
+        if let Some(conn) = s.conn.upgrade() {
+            conn.tell(CLOSE);
+        }
+    }
+    // Connections accepted while shutting down see `closing` themselves.
+    while seen.iter().any(|s| s.conn.strong_count() > 0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Counts a request in flight on its connection until dropped.
-struct Busy(Arc<Activity>);
+struct Busy(Arc<ConnState>);
 
 impl Busy {
-    fn new(activity: Arc<Activity>) -> Self {
-        // No `touch` here: the idle watch never fires while a request is in
-        // flight, and the drop below marks the end.
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(activity)
+    fn new(conn: Arc<ConnState>) -> Self {
+        conn.started.fetch_add(1, Ordering::Relaxed);
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(conn)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -220,7 +317,8 @@ impl Drop for Busy {
 /// client to send more of it.
 struct WatchedBody {
     inner: Incoming,
-    waiting: Arc<AtomicBool>,
+    /// `None` for a request without a body.
+    waiting: Option<Arc<AtomicBool>>,
 }
 
 impl Body for WatchedBody {
@@ -232,7 +330,9 @@ impl Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        if let Some(waiting) = &self.waiting {
+            waiting.store(polled.is_pending(), Ordering::Relaxed);
+        }
         polled
     }
 
@@ -248,8 +348,8 @@ impl Body for WatchedBody {
 /// The answer to a request that did not finish within `REQUEST_TIMEOUT_SECS`:
 /// `408` when the server was still waiting for the client's body (and the
 /// connection is closed), `503` when the server itself was too slow.
-fn timed_out(waiting_for_client: &AtomicBool) -> hyper::Response<Full<Bytes>> {
-    if waiting_for_client.load(Ordering::Relaxed) {
+fn timed_out(waiting_for_client: Option<&AtomicBool>) -> hyper::Response<Full<Bytes>> {
+    if waiting_for_client.is_some_and(|w| w.load(Ordering::Relaxed)) {
         let mut res = meetinity_auth::http::error_response(&Error::new(ErrorKind::RequestTimeout));
         res.headers_mut().insert(
             http::header::CONNECTION,

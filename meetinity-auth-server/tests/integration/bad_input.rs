@@ -614,6 +614,29 @@ async fn idle_and_half_sent_connections_are_closed() {
     let a = read_all(&mut kept, started, Duration::from_secs(6)).await;
     assert_eq!(a.status, Some(200), "{a:?}");
     assert!(a.closed, "{a:?}");
+    // One that keeps asking is not idle, however long it lives.
+    let mut busy = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    let mut answers = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        busy.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(br#"{"status":"ok"}"#) {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(2), busy.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed while in use, after {:?}", started.elapsed());
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        answers += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(answers >= 7, "{answers}");
     // HTTP/2 (prior knowledge): a connection with no request is closed too.
     let mut h2 = TcpStream::connect(s.addr).await.unwrap();
     let started = Instant::now();

@@ -230,20 +230,19 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
+    /// Records one answered request: `route` is its index in
+    /// [`super::ROUTES`] (`None`: unmatched), `method` a [`method_label`].
     pub(crate) fn request(
         &self,
         method: &'static str,
-        route: &'static str,
+        route: Option<usize>,
         status: u16,
         elapsed: Duration,
     ) {
-        // By address first (the template comes from `ROUTES`), else by text.
-        let r = super::ROUTES
-            .iter()
-            .position(|t| std::ptr::eq(t.0, route))
-            .or_else(|| super::ROUTES.iter().position(|t| t.0 == route))
+        let r = route
+            .filter(|&i| i < super::ROUTES.len())
             .unwrap_or(super::ROUTES.len());
+        let route = super::ROUTES.get(r).map_or("unmatched", |t| t.0);
         let m = METHODS
             .iter()
             .position(|&x| x == method)
@@ -251,28 +250,24 @@ impl Metrics {
         let Some(slot) = self.slots.get(r * METHODS.len() + m) else {
             return;
         };
-        // A label that is not one of ours (never the case) takes the
-        // family's lookup every time.
-        let ours = r < super::ROUTES.len() || route == "unmatched";
         let labels = RequestLabels {
             method,
             route,
             status,
         };
         match COMMON_STATUSES.iter().position(|&s| s == status) {
-            Some(i) if ours => slot.requests[i]
+            Some(i) => slot.requests[i]
                 .get_or_init(|| self.requests.get_or_create(&labels).clone())
                 .inc(),
-            _ => self.requests.get_or_create(&labels).inc(),
+            None => self.requests.get_or_create(&labels).inc(),
         };
-        let latency = LatencyLabels { method, route };
-        if ours {
-            slot.latency
-                .get_or_init(|| self.latency.get_or_create(&latency).clone())
-                .observe(elapsed);
-        } else {
-            self.latency.get_or_create(&latency).observe(elapsed);
-        }
+        slot.latency
+            .get_or_init(|| {
+                self.latency
+                    .get_or_create(&LatencyLabels { method, route })
+                    .clone()
+            })
+            .observe(elapsed);
     }
 
     /// Records a sign-in attempt.

@@ -100,6 +100,7 @@ impl ApiSettings {
 pub struct Api {
     service: Arc<dyn AuthService>,
     settings: Arc<ApiSettings>,
+    common: Arc<CommonHeaders>,
     metrics: Arc<metrics::Metrics>,
     limiter: Option<ratelimit::RateLimiter>,
     users: Option<Arc<dyn crate::store::UserStore>>,
@@ -109,24 +110,11 @@ pub struct Api {
 
 type Res = Response<Full<Bytes>>;
 
-/// The endpoints `route` answers before anything else.
-enum Hot {
-    Health,
-    Verify,
-    Profile,
-}
-
-/// `{"status": ...}`.
-#[derive(serde::Serialize)]
-struct Status {
-    status: &'static str,
-}
-
 /// What a handler produces before the common headers are added.
 struct Reply {
     status: StatusCode,
     /// The JSON body, already serialized.
-    body: Option<Vec<u8>>,
+    body: Option<Bytes>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -140,7 +128,7 @@ impl Reply {
     fn json_of(status: StatusCode, body: &impl serde::Serialize) -> Self {
         Self {
             status,
-            body: Some(serde_json::to_vec(body).unwrap_or_default()),
+            body: Some(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
             headers: Vec::new(),
         }
     }
@@ -154,10 +142,101 @@ impl Reply {
     }
 }
 
+/// `X-Request-Id`, on every answer.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `application/json; charset=utf-8`.
+const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
+
+/// The headers every answer carries, built once: one clone of this map per
+/// request costs a fraction of inserting them one by one
+/// (benches/README.md). The request id's value is a placeholder, replaced
+/// in place.
+#[derive(Debug)]
+struct CommonHeaders {
+    /// For an answer with a (JSON) body.
+    json: HeaderMap,
+    /// For an answer without a body: no `Content-Type`.
+    empty: HeaderMap,
+}
+
+impl CommonHeaders {
+    fn new(settings: &ApiSettings) -> Self {
+        let build = |json: bool| {
+            let mut h = HeaderMap::with_capacity(10);
+            // First: `with_common_headers` finds it without hashing its name.
+            h.insert(X_REQUEST_ID, HeaderValue::from_static("-"));
+            if json {
+                h.insert(header::CONTENT_TYPE, JSON);
+            }
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
+            if settings.secure_cookies {
+                h.insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=31536000"),
+                );
+            }
+            h
+        };
+        Self {
+            json: build(true),
+            empty: build(false),
+        }
+    }
+}
+
+/// Puts the common headers under `res`'s own: a name both have keeps the
+/// answer's value (`Cache-Control` of the key set, `Content-Type` of
+/// `/metrics`), every other is added (several `Set-Cookie` stay several).
+fn with_common_headers(res: &mut Res, common: &CommonHeaders, request_id: HeaderValue) {
+    let has_body = http_body::Body::size_hint(res.body()).exact() != Some(0);
+    let base = if has_body {
+        &common.json
+    } else {
+        &common.empty
+    };
+    let own = std::mem::replace(res.headers_mut(), base.clone());
+    let h = res.headers_mut();
+    if let Some((name, value)) = h.iter_mut().next() {
+        debug_assert_eq!(name, X_REQUEST_ID);
+        *value = request_id;
+    }
+    if own.is_empty() {
+        return;
+    }
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in own {
+        if let Some(name) = name {
+            if h.contains_key(&name) {
+                h.insert(name.clone(), value);
+            } else {
+                h.append(name.clone(), value);
+            }
+            last = Some(name);
+        } else if let Some(name) = &last {
+            h.append(name.clone(), value);
+        }
+    }
+}
+
 /// A new request id: a v4 UUID from the thread-local CSPRNG (no `getrandom`
 /// syscall per request).
 fn new_request_id() -> HeaderValue {
-    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    // One u128, not `[u8; 16]`: the array is drawn a byte at a time.
+    let id = uuid::Builder::from_random_bytes(rand::random::<u128>().to_le_bytes()).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
@@ -167,7 +246,9 @@ fn new_request_id() -> HeaderValue {
 /// `Retry-After` where they apply.
 pub fn error_response(e: &Error) -> Response<Full<Bytes>> {
     log_failure(e, None);
-    error_body(e)
+    let mut res = error_body(e);
+    res.headers_mut().insert(header::CONTENT_TYPE, JSON);
+    res
 }
 
 /// Logs the server-side failures (5xx): internal errors and unavailable
@@ -181,7 +262,8 @@ fn log_failure(e: &Error, request_id: Option<&str>) {
     }
 }
 
-/// The envelope of [`error_response`], without the logging.
+/// The envelope of [`error_response`], without the logging (and without
+/// `Content-Type`, which [`Api::handle`] adds with the common headers).
 fn error_body(e: &Error) -> Response<Full<Bytes>> {
     let mut res = json_response(
         StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -235,19 +317,17 @@ fn json_object(bytes: &[u8]) -> Result<Value> {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Res {
-    json_bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+    json_bytes_response(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
 }
 
-fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Res {
-    let mut res = Response::new(Full::new(Bytes::from(bytes)));
+/// A JSON answer; `Content-Type` comes with the common headers
+/// ([`Api::handle`]).
+fn json_bytes_response(status: StatusCode, bytes: Bytes) -> Res {
+    let mut res = Response::new(Full::new(bytes));
     *res.status_mut() = status;
-    let h = res.headers_mut();
-    // Room for the common headers `handle` adds: one allocation, not three.
-    h.reserve(12);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
     res
 }
 
@@ -402,22 +482,42 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/admin/audit", &[Method::GET]),
 ];
 
-/// A route of [`ROUTES`]: its template and methods.
-type Route = (&'static str, &'static [Method]);
-
 /// The route of [`ROUTES`] that `path` matches: same number of segments,
 /// every literal segment equal, every `{param}` non-empty; the most
 /// literal segments win.
 pub fn match_route(path: &str) -> Option<(&'static str, &'static [Method])> {
-    // Runs on every request: the templates are split once, the path without
-    // allocating (benches/README.md).
-    static SPLIT: std::sync::LazyLock<Vec<(Vec<&'static str>, Route)>> =
-        std::sync::LazyLock::new(|| {
-            ROUTES
-                .iter()
-                .map(|&r| (r.0.trim_matches('/').split('/').collect(), r))
-                .collect()
-        });
+    route_index(path).map(|i| ROUTES[i])
+}
+
+/// [`match_route`]'s index in [`ROUTES`].
+fn route_index(path: &str) -> Option<usize> {
+    // The hot endpoints as clients send them, without splitting the path.
+    match path {
+        "/health" => Some(HEALTH),
+        "/auth/verify" => Some(VERIFY),
+        "/auth/profile" => Some(PROFILE),
+        _ => match_split(path),
+    }
+}
+
+/// The answer of `GET /health`.
+const HEALTH_BODY: &[u8] = br#"{"status":"ok"}"#;
+
+/// Indices in [`ROUTES`] of the hot endpoints (a test checks them).
+const HEALTH: usize = 0;
+const VERIFY: usize = 5;
+const PROFILE: usize = 6;
+
+/// [`route_index`] for any path.
+fn match_split(path: &str) -> Option<usize> {
+    // The templates are split once, the path without allocating
+    // (benches/README.md).
+    static SPLIT: std::sync::LazyLock<Vec<Vec<&'static str>>> = std::sync::LazyLock::new(|| {
+        ROUTES
+            .iter()
+            .map(|r| r.0.trim_matches('/').split('/').collect())
+            .collect()
+    });
     const MAX_SEGMENTS: usize = 8;
     let mut segs = [""; MAX_SEGMENTS];
     let mut n = 0;
@@ -428,8 +528,8 @@ pub fn match_route(path: &str) -> Option<(&'static str, &'static [Method])> {
         n += 1;
     }
     let segs = &segs[..n];
-    let mut best: Option<(Route, usize)> = None;
-    for (tsegs, route) in SPLIT.iter() {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, tsegs) in SPLIT.iter().enumerate() {
         if tsegs.len() != n {
             continue;
         }
@@ -443,10 +543,10 @@ pub fn match_route(path: &str) -> Option<(&'static str, &'static [Method])> {
             }
         });
         if fits && best.is_none_or(|(_, l)| literals > l) {
-            best = Some((*route, literals));
+            best = Some((i, literals));
         }
     }
-    best.map(|(r, _)| r)
+    best.map(|(i, _)| i)
 }
 
 /// The `Allow` header of a route (`HEAD` comes with `GET`).
@@ -487,6 +587,7 @@ impl Api {
     pub fn new(service: Arc<dyn AuthService>, settings: ApiSettings) -> Self {
         Self {
             service,
+            common: Arc::new(CommonHeaders::new(&settings)),
             settings: Arc::new(settings),
             metrics: Arc::new(metrics::Metrics::new()),
             limiter: None,
@@ -550,16 +651,47 @@ impl Api {
     /// is 1-128 visible ASCII characters, else a new UUID), `nosniff`,
     /// `Referrer-Policy: no-referrer`, `Cache-Control: no-store` and the CORS
     /// headers; the request runs in a `request` tracing span (DEBUG) with that id.
+    /// The client's address, for rate limits and sessions, is the request's
+    /// [`ClientAddr`] extension ([`Api::handle_from`] takes it directly).
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: http_body::Body + Send,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.serve(req, None).await
+    }
+
+    /// [`Api::handle`] for a request from `peer`, without a [`ClientAddr`]
+    /// extension: the server inserts it only for the routes that use it.
+    pub async fn handle_from<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve(req, Some(peer)).await
+    }
+
+    async fn serve<B>(&self, mut req: Request<B>, peer: Option<SocketAddr>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = Instant::now();
-        let request_id = req
-            .headers()
-            .get("x-request-id")
+        // One pass over the request's few headers instead of two lookups
+        // that hash the names (the first value of each counts, as `get`).
+        let (mut caller_id, mut origin) = (None, None);
+        for (name, value) in req.headers() {
+            if *name == X_REQUEST_ID {
+                caller_id.get_or_insert(value);
+            } else if name == header::ORIGIN {
+                origin.get_or_insert(value);
+            }
+        }
+        let origin = origin.cloned();
+        let request_id = caller_id
             .filter(|v| {
                 let b = v.as_bytes();
                 !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
@@ -567,29 +699,38 @@ impl Api {
             .cloned()
             .unwrap_or_else(new_request_id);
         let id = request_id.to_str().unwrap_or("-");
-        let route = match_route(req.uri().path());
-        let template = route.map_or("unmatched", |(t, _)| t);
+        let index = route_index(req.uri().path());
+        let template = index.map_or("unmatched", |i| ROUTES[i].0);
+        // The hot endpoints need neither the client's address nor its context.
+        if let Some(peer) = peer {
+            if !matches!(index, Some(HEALTH | VERIFY | PROFILE)) {
+                req.extensions_mut().insert(ClientAddr(peer));
+            }
+        }
         let method = metrics::method_label(req.method());
         // At DEBUG, as tower-http's `TraceLayer` does: at INFO the fmt
         // subscriber would format the span's fields on every request, ~6 % of
         // the server's CPU on `/health` (benches/README.md). Failures (5xx)
         // are logged with the id at any level.
         let span = tracing::debug_span!("request", request_id = %id, method, route = template);
-        let origin = req.headers().get(header::ORIGIN).cloned();
         let is_preflight = req.method() == Method::OPTIONS
             && req
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let get = req.method() == Method::GET || req.method() == Method::HEAD;
         let mut res = if is_preflight {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
+        } else if index == Some(HEALTH) && get {
+            // The liveness probe: nothing to dispatch.
+            json_bytes_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY))
         } else {
             let login = self.login_attempt(template, &req);
             let outcome = if span.is_disabled() {
-                self.dispatch(req, route).await
+                self.dispatch(req, index).await
             } else {
-                self.dispatch(req, route).instrument(span.clone()).await
+                self.dispatch(req, index).instrument(span.clone()).await
             };
             self.count_outcome(template, login, &outcome);
             match outcome {
@@ -600,33 +741,11 @@ impl Api {
                 }),
             }
         };
-        let h = res.headers_mut();
-        h.insert("x-request-id", request_id.clone());
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        h.entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        );
-        if self.settings.secure_cookies {
-            h.insert(
-                header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000"),
-            );
-        }
-        self.cors(origin, is_preflight, h);
+        with_common_headers(&mut res, &self.common, request_id);
+        self.cors(origin, is_preflight, res.headers_mut());
         let status = res.status().as_u16();
         let elapsed = started.elapsed();
-        self.metrics.request(method, template, status, elapsed);
+        self.metrics.request(method, index, status, elapsed);
         span.in_scope(|| {
             tracing::debug!(
                 status,
@@ -638,13 +757,13 @@ impl Api {
     }
 
     /// Checks the route and method, applies the rate limit, and runs the handler.
-    async fn dispatch<B>(&self, req: Request<B>, route: Option<Route>) -> Result<Res>
+    async fn dispatch<B>(&self, req: Request<B>, index: Option<usize>) -> Result<Res>
     where
         B: http_body::Body + Send,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let Some((template, methods)) = route else {
+        let Some((template, methods)) = index.map(|i| ROUTES[i]) else {
             return Err(Error::new(ErrorKind::NotFound));
         };
         let m = req.method();
@@ -665,7 +784,7 @@ impl Api {
         match template {
             "/metrics" => self.metrics_response(),
             "/openapi.json" => Ok(openapi_response()),
-            _ => self.route(req).await.map(Reply::into_response),
+            _ => self.route(req, index).await.map(Reply::into_response),
         }
     }
 
@@ -816,7 +935,7 @@ impl Api {
                 // and gives the precise error.
                 let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
                 if let Some(rest) = start.and_then(|i| bytes[i..].strip_prefix(b"{")) {
-                    if !rest.iter().any(|b| matches!(b, b'{' | b'[')) {
+                    if memchr::memchr2(b'{', b'[', rest).is_none() {
                         if let Ok(body) = serde_json::from_slice::<T>(&bytes) {
                             return Ok(body);
                         }
@@ -949,30 +1068,26 @@ impl Api {
         ))
     }
 
-    async fn route<B>(&self, req: Request<B>) -> Result<Reply>
+    async fn route<B>(&self, req: Request<B>, index: Option<usize>) -> Result<Reply>
     where
         B: http_body::Body + Send,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // The hot endpoints first: they need neither the path's segments nor
-        // the client's context (address and user agent).
-        let hot = {
-            let m = req.method();
-            let get = m == Method::GET || m == Method::HEAD;
-            match req.uri().path().trim_matches('/') {
-                "health" if get => Some(Hot::Health),
-                "auth/verify" if m == Method::POST => Some(Hot::Verify),
-                "auth/profile" if get => Some(Hot::Profile),
-                _ => None,
+        // the client's context (address and user agent). `dispatch` has
+        // checked the method.
+        match index {
+            // (`handle` answers it before dispatching; here for `dispatch` alone.)
+            Some(HEALTH) => {
+                return Ok(Reply {
+                    status: StatusCode::OK,
+                    body: Some(Bytes::from_static(HEALTH_BODY)),
+                    headers: Vec::new(),
+                })
             }
-        };
-        match hot {
-            Some(Hot::Health) => {
-                return Ok(Reply::json_of(StatusCode::OK, &Status { status: "ok" }));
-            }
-            Some(Hot::Verify) => return self.verify_endpoint(req).await,
-            Some(Hot::Profile) => {
+            Some(VERIFY) => return self.verify_endpoint(req).await,
+            Some(PROFILE) => {
                 let claims = self.authed(req.headers()).await?;
                 let user = self.service.profile(&claims).await?;
                 /// `{"user": ...}` without an intermediate `Value`.
@@ -982,7 +1097,7 @@ impl Api {
                 }
                 return Ok(Reply::json_of(StatusCode::OK, &Profile { user: &user }));
             }
-            None => {}
+            _ => {}
         }
         // Boxed: the other routes' state is large, and moving it around (or
         // reserving it) on every hot request showed up as `memcpy`.
@@ -1212,5 +1327,62 @@ fn pool_stats(backend: &crate::service::Backend) -> Option<(u64, u64)> {
             Some((size.saturating_sub(idle), idle))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_paths_match_as_the_table_does() {
+        for (path, index) in [
+            ("/health", HEALTH),
+            ("/auth/verify", VERIFY),
+            ("/auth/profile", PROFILE),
+        ] {
+            assert_eq!(ROUTES[index].0, path);
+            assert_eq!(route_index(path), Some(index));
+            assert_eq!(match_split(path), Some(index), "{path}");
+        }
+        assert_eq!(route_index("/health/"), Some(HEALTH));
+        assert_eq!(route_index("/users/42"), match_split("/users/42"));
+        assert_eq!(route_index("/nope"), None);
+    }
+
+    #[test]
+    fn common_headers_start_with_the_request_id_and_keep_the_answers_own() {
+        let settings = ApiSettings {
+            secure_cookies: true,
+            ..ApiSettings::default()
+        };
+        let common = CommonHeaders::new(&settings);
+        for map in [&common.json, &common.empty] {
+            assert_eq!(map.iter().next().map(|(k, _)| k), Some(&X_REQUEST_ID));
+            assert!(map.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        }
+        assert!(!common.empty.contains_key(header::CONTENT_TYPE));
+
+        let mut res = json_bytes_response(StatusCode::OK, Bytes::from_static(b"{}"));
+        let h = res.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        with_common_headers(&mut res, &common, HeaderValue::from_static("rid-1"));
+        let h = res.headers();
+        assert_eq!(h[X_REQUEST_ID], "rid-1");
+        assert_eq!(h[header::CACHE_CONTROL], "max-age=60");
+        assert_eq!(h.get_all(header::CACHE_CONTROL).iter().count(), 1);
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 2);
+        assert_eq!(h[header::CONTENT_TYPE], "application/json; charset=utf-8");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+
+        let mut empty = Response::new(Full::new(Bytes::new()));
+        with_common_headers(&mut empty, &common, HeaderValue::from_static("rid-2"));
+        assert!(!empty.headers().contains_key(header::CONTENT_TYPE));
+        assert_eq!(empty.headers()[X_REQUEST_ID], "rid-2");
     }
 }

@@ -815,7 +815,7 @@ mod tests {
                     .uri(&path)
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
                     .unwrap();
-                let route = super::super::match_route(&path);
+                let route = super::super::route_index(&path);
                 if let Err(e) = api.dispatch(req, route).await {
                     assert!(
                         !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::MethodNotAllowed),
