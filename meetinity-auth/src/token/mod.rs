@@ -30,7 +30,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -105,6 +105,10 @@ pub struct TokenService {
     leeway_secs: i64,
     clock: Arc<dyn Clock>,
     validation: Validation,
+    /// The encoded header of the tokens this service signs, and its `kid`,
+    /// once one has passed the header checks: the same bytes always pass
+    /// them with the same `kid`, so they are not decoded again.
+    own_header: OnceLock<(Box<str>, Box<str>)>,
 }
 
 impl fmt::Debug for TokenService {
@@ -162,6 +166,7 @@ impl TokenService {
             leeway_secs: secs(leeway),
             clock,
             validation,
+            own_header: OnceLock::new(),
         }
     }
 
@@ -213,21 +218,9 @@ impl TokenService {
         Ok((token, claims))
     }
 
-    /// Verifies an access token and returns its claims.
-    ///
-    /// [`ErrorKind::InvalidToken`] when the token is malformed; its `alg` is
-    /// not the configured one (`none` included); its `typ` is not `at+jwt`;
-    /// its `kid` is missing or unknown; it has a `crit` header; the
-    /// signature is bad; `iss` or `aud` is wrong; it expired more than the
-    /// leeway ago; or `nbf`/`iat` lie further in the future than the leeway.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(reject("token too long"));
-        }
-        let Some((header_b64, _)) = token.split_once('.') else {
-            return Err(reject("not a JWS compact serialization"));
-        };
-
+    /// Checks an encoded header (alg, typ, crit, kid) and returns the key of
+    /// its `kid`.
+    fn check_header(&self, header_b64: &str) -> Result<&jsonwebtoken::DecodingKey> {
         // Peek at the header without allocating (headers are small).
         let mut stack = [0u8; 512];
         let heap;
@@ -256,6 +249,34 @@ impl TokenService {
             return Err(reject("missing kid"));
         };
         let Some(key) = self.keys.decoding_key(kid) else {
+            return Err(reject("unknown kid"));
+        };
+        if self.own_header.get().is_none() && self.keys.signing_key().0 == kid {
+            let _ = self.own_header.set((header_b64.into(), kid.into()));
+        }
+        Ok(key)
+    }
+
+    /// Verifies an access token and returns its claims.
+    ///
+    /// [`ErrorKind::InvalidToken`] when the token is malformed; its `alg` is
+    /// not the configured one (`none` included); its `typ` is not `at+jwt`;
+    /// its `kid` is missing or unknown; it has a `crit` header; the
+    /// signature is bad; `iss` or `aud` is wrong; it expired more than the
+    /// leeway ago; or `nbf`/`iat` lie further in the future than the leeway.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(reject("token too long"));
+        }
+        let Some((header_b64, _)) = token.split_once('.') else {
+            return Err(reject("not a JWS compact serialization"));
+        };
+
+        let key = match self.own_header.get() {
+            Some((known, kid)) if **known == *header_b64 => self.keys.decoding_key(kid),
+            _ => Some(self.check_header(header_b64)?),
+        };
+        let Some(key) = key else {
             return Err(reject("unknown kid"));
         };
 

@@ -383,6 +383,42 @@ fn rejects_a_crit_header() {
 }
 
 #[test]
+fn header_checks_hold_after_the_own_header_is_known() {
+    // Verification skips decoding a header it has already checked (the
+    // service's own): every other header still goes through every check.
+    let (svc, _, kid) = hs256();
+    let key = EncodingKey::from_secret(SECRET);
+    let (own, _) = svc
+        .issue("user-1", "session-1", "a@example.com", "password", &[])
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(svc.verify(&own).unwrap().sub, "user-1");
+    }
+    let mut crit = header(Algorithm::HS256, &kid);
+    crit.crit = Some(vec!["exp".to_owned()]);
+    assert_rejected(&svc, &sign(&crit, &claims(START), &key), "crit");
+    let mut typ = header(Algorithm::HS256, &kid);
+    typ.typ = Some("JWT".to_owned());
+    assert_rejected(&svc, &sign(&typ, &claims(START), &key), "typ");
+    assert_rejected(
+        &svc,
+        &sign(&header(Algorithm::HS256, "other"), &claims(START), &key),
+        "unknown kid",
+    );
+    // The own header with a bad signature or a forged payload is still refused.
+    let (head, rest) = own.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let mut forged = claims(START);
+    forged["sub"] = json!("admin");
+    assert_rejected(
+        &svc,
+        &format!("{head}.{}.{sig}", b64json(&forged)),
+        "signature",
+    );
+    assert_eq!(svc.verify(&own).unwrap().sub, "user-1");
+}
+
+#[test]
 fn rejects_malformed_tokens_without_panicking() {
     let (svc, _, kid) = hs256();
     let good_header = b64json(&json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}));
