@@ -1,6 +1,9 @@
 """Turns the TSV that run.sh records into the Markdown table of the load
 benchmark: medians over rounds, ratios against the baselines measured in the
-same run, and the targets of issue 7.
+same run, and the targets of issue 7. A ratio is the median over rounds of
+the ratio within each round (server and baseline measured within a minute of
+each other), which a drift of the machine's speed between rounds does not
+bias the way a ratio of medians would.
 
 Usage: report.py RESULTS.tsv COMMIT DURATION THREADS CONNS ROUNDS LOGIN_RATE
 """
@@ -26,6 +29,7 @@ def kv(text):
 
 
 wrk = defaultdict(list)  # (scenario, target) -> [dict]
+by_round = defaultdict(dict)  # (scenario, target) -> {round: rps}
 pacer = defaultdict(list)  # target -> [dict]
 rss = {}  # (phase, target) -> kB
 meta = {}
@@ -35,6 +39,7 @@ with open(path) as f:
         cols = line.rstrip("\n").split("\t")
         if cols[0] == "wrk":
             wrk[(cols[2], cols[3])].append(kv(cols[4]))
+            by_round[(cols[2], cols[3])][cols[1]] = kv(cols[4])["rps"]
         elif cols[0] == "pacer":
             pacer[cols[3]].append(kv(cols[4]))
         elif cols[0] == "rss":
@@ -60,6 +65,13 @@ def row(scenario, target):
         "errors": int(sum(r["errors"] for r in runs)),
         "requests": int(sum(r["requests"] for r in runs)),
     }
+
+
+def ratio(of, to):
+    """Median over the rounds that measured both of rps(of) / rps(to)."""
+    a, b = by_round.get(of, {}), by_round.get(to, {})
+    qs = [a[k] / b[k] for k in a if k in b and b[k] > 0]
+    return statistics.median(qs) if qs else None
 
 
 NAMES = {
@@ -97,15 +109,16 @@ base_static_h = row("health", "static_h")
 if base_static:
     emit("GET /health", "static", base_static)
 if base_static and base_static_h:
-    emit("GET /health", "static_h", base_static_h, base_static_h["rps"] / base_static["rps"],
+    emit("GET /health", "static_h", base_static_h,
+         ratio(("health", "static_h"), ("health", "static")),
          "(information: the headers' own cost)")
 for t in ("sqlite", "postgres"):
     r = row("health", t)
     if r and base_static:
-        q = r["rps"] / base_static["rps"]
+        q = ratio(("health", t), ("health", "static"))
         extra = ""
         if base_static_h:
-            extra = f" ({r['rps'] / base_static_h['rps']:.2f}× static + headers)"
+            extra = f" ({ratio(('health', t), ('health', 'static_h')):.2f}× static + headers)"
         emit("GET /health", t, r, q, "≥ 0.9× static" + extra, q >= 0.9)
 if base_verify:
     emit("POST verify", "verify", base_verify)
@@ -114,18 +127,18 @@ for t in ("sqlite", "postgres"):
     r = row("verify", t)
     if r and base_verify:
         idle[t] = r
-        q = r["rps"] / base_verify["rps"]
+        q = ratio(("verify", t), ("verify", "verify"))
         good = q >= 0.8 and r["p99"] <= 5 and r["errors"] == 0
         emit("POST /auth/verify", t, r, q, "≥ 0.8× verify, p99 ≤ 5 ms, 0 errors", good)
 for t in ("sqlite", "postgres"):
     r = row("profile", t)
     if r and base_verify:
-        q = r["rps"] / base_verify["rps"]
+        q = ratio(("profile", t), ("verify", "verify"))
         emit("GET /auth/profile (warm)", t, r, q, "≥ 0.6× verify", q >= 0.6 and r["errors"] == 0)
 for t in ("sqlite", "postgres"):
     r = row("mixed", t)
     if r and t in idle:
-        q = r["rps"] / idle[t]["rps"]
+        q = ratio(("mixed", t), ("verify", t))
         good = q >= 0.7 and r["p99"] <= 10 and r["errors"] == 0
         emit(f"POST /auth/verify + {login_rate} logins/s", t, r, q,
              "≥ 0.7× idle verify, p99 ≤ 10 ms", good)
